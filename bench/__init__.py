@@ -1,0 +1,1 @@
+"""Benchmarks: platform throughput next to the bare model, measured in the same run."""

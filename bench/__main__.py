@@ -1,0 +1,161 @@
+"""`make bench`: platform throughput and latency next to the bare model, same run, same box.
+
+Starts the platform exactly as `make run` does (embedded PostgreSQL + Valkey, API,
+CPU workers) on free ports, registers a resnet18 at 224 px (the configuration of
+PERF_BASELINES.md and its TorchServe comparison), and prints ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from bench.bare import bare_throughput
+from bench.e2e import latency_run, make_jpegs, submit, throughput_run, wait_all
+from cli.stack import Stack, StackConfig, free_port
+from shared.config import get_settings
+from shared.db.session import make_engine, make_sessionmaker
+from shared.ml.architectures import build_classifier
+from shared.registry import CARD_FILE, WEIGHTS_FILE, register_package
+from shared.schemas.models import InputSpec, ModelCard
+from shared.storage import BlobStore
+
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "pneumoniamnist"
+BENCH_MODEL = "bench-resnet18"
+
+
+def write_bench_package(folder: Path, architecture: str, size: int) -> None:
+    """A seeded random-init model: same compute as a trained one, honest about it."""
+    torch.manual_seed(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(build_classifier(architecture, 2).state_dict(), folder / WEIGHTS_FILE)
+    card = ModelCard(
+        name=BENCH_MODEL,
+        task="classification",
+        architecture=architecture,
+        labels=["a", "b"],
+        input=InputSpec(
+            size=size, channels=3, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]
+        ),
+        description="Random weights, for throughput measurement only. Not a medical model.",
+        intended_use="benchmarking",
+    )
+    (folder / CARD_FILE).write_text(card.model_dump_json(indent=2))
+
+
+def _print_row(name: str, value: str, note: str = "") -> None:
+    print(f"  {name:<44} {value:>14}  {note}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--images", type=int, default=480)
+    parser.add_argument("--images-per-job", type=int, nargs="+", default=[8, 1])
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, default=2, help="CPU worker processes")
+    parser.add_argument("--architecture", default="resnet18")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--latency-jobs", type=int, default=30)
+    parser.add_argument("--bare-seconds", type=float, default=15)
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = parser.parse_args(argv)
+
+    batch = get_settings().max_batch_size
+    threads_each = max(1, (os.cpu_count() or 1) // args.concurrency)
+    print(f"[1/4] bare {args.architecture}@{args.size}, fp32, batch {batch}", flush=True)
+    bare = {
+        f"{args.concurrency} proc x {threads_each} thr": bare_throughput(
+            args.architecture, args.size, batch, args.concurrency, threads_each, args.bare_seconds
+        ),
+        f"1 proc x {os.cpu_count()} thr": bare_throughput(
+            args.architecture, args.size, batch, 1, os.cpu_count() or 1, args.bare_seconds
+        ),
+    }
+    best_bare = max(bare.values())
+    for name, rate in bare.items():
+        print(f"      {name}: {rate:.1f} img/s", flush=True)
+
+    jpegs = make_jpegs(sorted(FIXTURES.glob("*.png")), args.images)
+    with tempfile.TemporaryDirectory(prefix="medimg-bench-") as tmp:
+        root = Path(tmp)
+        print("[2/4] starting the platform (embedded Postgres + Valkey, API, workers)", flush=True)
+        config = StackConfig(
+            data_dir=root / "data",
+            api_port=free_port(),
+            redis_port=None,
+            worker_concurrency=args.concurrency,
+            with_trainer=False,
+            log_dir=root / "logs",
+        )
+        with Stack(config) as stack:
+            write_bench_package(root / "pkg", args.architecture, args.size)
+            engine = make_engine(stack.env["DATABASE_URL"])
+            with make_sessionmaker(engine)() as session:
+                register_package(
+                    session, BlobStore((root / "data" / "store").resolve()), root / "pkg"
+                )
+                session.commit()
+            engine.dispose()
+            import httpx
+
+            with httpx.Client(base_url=stack.api_url, timeout=60) as client:
+                warm = [
+                    submit(client, BENCH_MODEL, jpegs[:batch]) for _ in range(2 * args.concurrency)
+                ]
+                wait_all(client, warm, poll=0.2)  # every worker process has the model loaded
+
+            runs = {}
+            for per_job in args.images_per_job:
+                print(
+                    f"[3/4] {args.images} images, {per_job} per job, {args.clients} clients",
+                    flush=True,
+                )
+                runs[per_job] = throughput_run(
+                    stack.api_url, BENCH_MODEL, jpegs, per_job, args.clients
+                )
+            print(
+                f"[4/4] latency: {args.latency_jobs} single-image jobs, one at a time", flush=True
+            )
+            latency = latency_run(stack.api_url, BENCH_MODEL, jpegs, args.latency_jobs)
+
+    print(f"\nmedimg bench: {args.architecture}@{args.size} fp32, {os.cpu_count()} CPUs, "
+          f"{args.concurrency} worker processes, torch {torch.__version__}")  # fmt: skip
+    _print_row("bare model, best config (ceiling)", f"{best_bare:.1f} img/s")
+    for per_job, run in runs.items():
+        _print_row(
+            f"end-to-end, {per_job} image(s)/job", f"{run.images_per_s:.1f} img/s",
+            f"ratio {run.images_per_s / best_bare:.2f}  job p50 {run.job_latency_p50_ms:.0f} ms "
+            f"p99 {run.job_latency_p99_ms:.0f} ms  failed {run.failed_images}",
+        )  # fmt: skip
+    _print_row(
+        "single image, idle platform",
+        f"p50 {latency['p50_ms']:.0f} ms",
+        f"p99 {latency['p99_ms']:.0f} ms",
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    result = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "config": {k: str(v) for k, v in vars(args).items()},
+        "torch": torch.__version__,
+        "bare_images_per_s": bare,
+        "runs": {
+            str(k): asdict(v) | {"ratio": v.images_per_s / best_bare} for k, v in runs.items()
+        },
+        "latency_single_image": latency,
+    }
+    path = args.out / f"e2e-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(f"\nwritten to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

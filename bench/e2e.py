@@ -1,0 +1,132 @@
+"""End-to-end throughput and latency through HTTP, Postgres, Valkey and Celery workers."""
+
+from __future__ import annotations
+
+import io
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from PIL import Image
+
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+def make_jpegs(sources: list[Path], count: int, size: int = 512) -> list[bytes]:
+    """`count` distinct 512x512 JPEG q90 files (the TorchServe comparison's input)."""
+    images = [Image.open(p).convert("L").resize((size, size), Image.BICUBIC) for p in sources]
+    out = []
+    for i in range(count):
+        img = images[i % len(images)].rotate(i % 7)  # distinct bytes, same decode cost
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def submit(client: httpx.Client, model: str, batch: list[bytes]) -> str:
+    files = [("files", (f"img{i}.jpg", data, "image/jpeg")) for i, data in enumerate(batch)]
+    response = client.post("/v1/jobs", data={"model": model}, files=files)
+    response.raise_for_status()
+    return str(response.json()["id"])
+
+
+def wait_all(client: httpx.Client, ids: list[str], poll: float = 0.5) -> list[dict[str, Any]]:
+    done: dict[str, dict[str, Any]] = {}
+    while len(done) < len(ids):
+        for job_id in ids:
+            if job_id not in done:
+                job = client.get(f"/v1/jobs/{job_id}").json()
+                if job["status"] in FINAL:
+                    done[job_id] = job
+        if len(done) < len(ids):
+            time.sleep(poll)
+    return [done[i] for i in ids]
+
+
+def _ts(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+@dataclass
+class RunResult:
+    images: int
+    jobs: int
+    failed_images: int
+    wall_s: float
+    images_per_s: float
+    job_latency_p50_ms: float
+    job_latency_p99_ms: float
+    image_latency_p50_ms: float
+
+
+def throughput_run(
+    url: str, model: str, jpegs: list[bytes], per_job: int, clients: int
+) -> RunResult:
+    """Saturate the workers: `clients` threads submit all jobs, then wait for all of them."""
+    batches = [jpegs[i : i + per_job] for i in range(0, len(jpegs), per_job)]
+    ids: list[str] = []
+    lock = threading.Lock()
+
+    def producer(mine: list[list[bytes]]) -> None:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            for batch in mine:
+                job_id = submit(client, model, batch)
+                with lock:
+                    ids.append(job_id)
+
+    threads = [
+        threading.Thread(target=producer, args=(batches[k::clients],)) for k in range(clients)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with httpx.Client(base_url=url, timeout=60) as client:
+        jobs = wait_all(client, ids)
+    # Server-side timestamps: polling cadence does not distort the numbers.
+    start = min(_ts(j["created_at"]) for j in jobs)
+    end = max(_ts(j["finished_at"]) for j in jobs)
+    wall = (end - start).total_seconds()
+    latencies = [
+        (_ts(j["finished_at"]) - _ts(j["created_at"])).total_seconds() * 1000 for j in jobs
+    ]
+    per_image = [i["latency_ms"] for j in jobs for i in j["images"] if i["latency_ms"]]
+    failed = sum(j["images_failed"] for j in jobs)
+    return RunResult(
+        images=len(jpegs),
+        jobs=len(jobs),
+        failed_images=failed,
+        wall_s=wall,
+        images_per_s=(len(jpegs) - failed) / wall,
+        job_latency_p50_ms=percentile(latencies, 50),
+        job_latency_p99_ms=percentile(latencies, 99),
+        image_latency_p50_ms=statistics.median(per_image) if per_image else 0.0,
+    )
+
+
+def latency_run(url: str, model: str, jpegs: list[bytes], count: int) -> dict[str, float]:
+    """One single-image job at a time: what one radiologist waiting on one image sees."""
+    latencies = []
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for i in range(count):
+            start = time.perf_counter()
+            job_id = submit(client, model, [jpegs[i % len(jpegs)]])
+            while client.get(f"/v1/jobs/{job_id}").json()["status"] not in FINAL:
+                time.sleep(0.005)
+            latencies.append((time.perf_counter() - start) * 1000)
+    return {
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "n": float(count),
+    }

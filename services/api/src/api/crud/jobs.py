@@ -1,0 +1,152 @@
+"""Async job queries. Helpers never commit: the handler owns the transaction."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from shared.db.base import utcnow
+from shared.db.models import ImageStatus, Job, JobImage, JobStatus, ModelVersion, Priority
+from shared.errors import Conflict, InvalidRequest, JobNotFound
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    filename: str
+    content_type: str | None
+    format: str
+    size_bytes: int
+    sha256: str
+    storage_key: str
+
+
+@dataclass(frozen=True)
+class ImageCounts:
+    succeeded: int = 0
+    failed: int = 0
+
+
+def create_job(
+    *,
+    session: AsyncSession,
+    version: ModelVersion,
+    params: dict[str, Any],
+    priority: Priority,
+    queue: str,
+    images: list[StoredImage],
+) -> Job:
+    job = Job(
+        id=uuid.uuid4(),
+        status=JobStatus.QUEUED,
+        model_name=version.model.name,
+        model_version=version,
+        params=params,
+        priority=priority,
+        queue=queue,
+        image_count=len(images),
+        attempts=0,
+        created_at=utcnow(),
+    )
+    job.images = [
+        JobImage(index=i, status=ImageStatus.PENDING, **vars(image))
+        for i, image in enumerate(images)
+    ]
+    session.add(job)
+    return job
+
+
+def _job_query() -> Any:
+    return select(Job).options(selectinload(Job.model_version).selectinload(ModelVersion.model))
+
+
+async def get_job(*, session: AsyncSession, job_id: uuid.UUID, with_images: bool = True) -> Job:
+    query = _job_query().where(Job.id == job_id)
+    if with_images:
+        query = query.options(selectinload(Job.images))
+    job: Job | None = await session.scalar(query)
+    if job is None:
+        raise JobNotFound(f"no job with id {job_id}", job_id=str(job_id))
+    return job
+
+
+async def image_counts(
+    *, session: AsyncSession, job_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, ImageCounts]:
+    if not job_ids:
+        return {}
+    rows = await session.execute(
+        select(
+            JobImage.job_id,
+            func.count(case((JobImage.status == ImageStatus.SUCCEEDED, 1))),
+            func.count(case((JobImage.status == ImageStatus.FAILED, 1))),
+        )
+        .where(JobImage.job_id.in_(job_ids))
+        .group_by(JobImage.job_id)
+    )
+    return {job_id: ImageCounts(ok, bad) for job_id, ok, bad in rows.all()}
+
+
+def encode_cursor(job: Job) -> str:
+    raw = f"{job.created_at.isoformat()}|{job.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, job_id = raw.split("|")
+        return datetime.fromisoformat(created), uuid.UUID(job_id)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest(f"cursor {cursor!r} is not a cursor this API returned") from None
+
+
+async def list_jobs(
+    *,
+    session: AsyncSession,
+    statuses: list[JobStatus] | None,
+    model: str | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
+    cursor: str | None,
+    limit: int,
+) -> tuple[list[Job], str | None]:
+    """Newest first, keyset-paginated on (created_at, id) so pages stay stable under inserts."""
+    query = _job_query().order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    if statuses:
+        query = query.where(Job.status.in_([s.value for s in statuses]))
+    if model:
+        query = query.where(Job.model_name == model)
+    if created_after:
+        query = query.where(Job.created_at >= created_after)
+    if created_before:
+        query = query.where(Job.created_at < created_before)
+    if cursor:
+        at, last_id = decode_cursor(cursor)
+        query = query.where(or_(Job.created_at < at, and_(Job.created_at == at, Job.id < last_id)))
+    jobs = list((await session.scalars(query)).all())
+    next_cursor = encode_cursor(jobs[limit - 1]) if len(jobs) > limit else None
+    return jobs[:limit], next_cursor
+
+
+async def cancel_job(*, session: AsyncSession, job_id: uuid.UUID) -> None:
+    """Cancel a queued or running job; the worker checks the row and stops writing."""
+    result = await session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+        .values(status=JobStatus.CANCELLED, finished_at=utcnow())
+        .returning(Job.id)
+    )
+    if result.first() is None:
+        job = await get_job(session=session, job_id=job_id, with_images=False)
+        raise Conflict(
+            f"job {job_id} is already {job.status} and can no longer be cancelled",
+            job_id=str(job_id),
+            status=job.status,
+        )

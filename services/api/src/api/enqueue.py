@@ -1,0 +1,40 @@
+"""Hand committed jobs to the broker (never before the commit: Postgres is the truth)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from celery import Celery
+from kombu.exceptions import OperationalError as BrokerError
+from starlette.concurrency import run_in_threadpool
+
+from shared.db.models import Priority
+from shared.errors import ServiceUnavailable
+from shared.queueing import PRIORITY_VALUE
+from shared.tasks import TaskName
+
+log = logging.getLogger(__name__)
+
+
+async def submit_inference(
+    celery: Celery, *, job_id: uuid.UUID, queue: str, priority: Priority
+) -> None:
+    """Send the job's task; raise ServiceUnavailable if the broker cannot take it."""
+    try:
+        # send_task blocks on the socket: keep it off the event loop.
+        await run_in_threadpool(
+            celery.send_task,
+            TaskName.INFER,
+            kwargs={"job_id": str(job_id)},
+            queue=queue,
+            priority=PRIORITY_VALUE[priority],
+            retry=True,
+            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+        )
+    except (BrokerError, OSError) as exc:
+        log.warning("broker unavailable while enqueueing job %s: %s", job_id, exc)
+        raise ServiceUnavailable(
+            "The job queue is not reachable; the job was not started. Retry shortly.",
+            job_id=str(job_id),
+        ) from exc

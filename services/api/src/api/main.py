@@ -1,0 +1,48 @@
+"""The medimg REST API: `uvicorn api.main:create_app --factory`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.problems import register_problem_handlers
+from api.routes import health, jobs, models
+from shared.config import Settings, get_settings
+from shared.db.session import make_async_engine, make_async_sessionmaker
+from shared.queueing import make_celery
+from shared.storage import BlobStore
+
+DESCRIPTION = """
+Submit PNG, JPEG or DICOM images to registered models and poll the results.
+
+Jobs are stored in PostgreSQL before they are queued; `GET /v1/jobs/{id}` always
+answers from the database. Every error is `application/problem+json` (RFC 9457).
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_async_engine(settings.require_database_url())
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.sessionmaker = make_async_sessionmaker(engine)
+        app.state.celery = make_celery("api", settings.require_redis_url())
+        app.state.store = BlobStore(settings.store_path)
+        yield
+        await engine.dispose()
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app = FastAPI(title="medimg", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    register_problem_handlers(app)
+    app.include_router(health.router)
+    app.include_router(jobs.router, prefix="/v1")
+    app.include_router(models.router, prefix="/v1")
+    return app

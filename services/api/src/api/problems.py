@@ -1,0 +1,111 @@
+"""RFC 9457 problem responses for every error the API returns."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.errors import PROBLEM_BASE, AppError
+
+log = logging.getLogger(__name__)
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem(
+    request: Request, *, status: int, type_: str, title: str, detail: str, **extensions: Any
+) -> JSONResponse:
+    body = {
+        "type": PROBLEM_BASE + type_,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        **extensions,
+    }
+    return JSONResponse(jsonable_encoder(body), status_code=status, media_type=PROBLEM_JSON)
+
+
+async def _app_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    return problem(
+        request,
+        status=exc.status,
+        type_=exc.type,
+        title=exc.title,
+        detail=exc.detail,
+        **exc.extensions,
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+    detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+    return problem(
+        request,
+        status=422,
+        type_="validation-error",
+        title="Request validation failed",
+        detail=detail,
+        errors=errors,
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    phrase = HTTPStatus(exc.status_code).phrase
+    response = problem(
+        request,
+        status=exc.status_code,
+        type_=phrase.lower().replace(" ", "-"),
+        title=phrase,
+        detail=str(exc.detail),
+    )
+    for name, value in (exc.headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("database error on %s: %s", request.url.path, type(exc).__name__)
+    response = problem(
+        request,
+        status=503,
+        type_="service-unavailable",
+        title="A backing service is unavailable",
+        detail="The database is not reachable right now; retry shortly.",
+    )
+    response.headers["Retry-After"] = "5"
+    return response
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # Logged with the trace for operators; the caller gets no internals.
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem(
+        request,
+        status=500,
+        type_="internal-error",
+        title="Internal error",
+        detail="The server failed to process the request; it has been logged.",
+    )
+
+
+def register_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(DBAPIError, _database_unavailable)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,114 @@
+"""Inference jobs: submit images, poll results."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
+from pydantic import ValidationError
+
+from api import views
+from api.crud import jobs as crud
+from api.crud.models import resolve_version
+from api.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
+from api.enqueue import submit_inference
+from api.uploads import store_uploads
+from shared.db.base import utcnow
+from shared.db.models import JobStatus, Priority
+from shared.errors import InvalidRequest, ServiceUnavailable
+from shared.registry import parse_model_ref
+from shared.schemas.jobs import JobParams, JobPublic, JobsPublic
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+def _parse_params(raw: str | None) -> JobParams:
+    if not raw:
+        return JobParams()
+    try:
+        return JobParams.model_validate(json.loads(raw))
+    except (json.JSONDecodeError, ValidationError) as exc:
+        raise InvalidRequest(f"`params` must be a JSON object of job parameters: {exc}") from None
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobPublic,
+    responses={404: {}, 413: {}, 415: {}, 422: {}, 503: {}},
+)
+async def create_job(
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    celery: CeleryDep,
+    files: Annotated[list[UploadFile], File(description="PNG, JPEG or DICOM images")],
+    model: Annotated[str, Form(description="`name` or `name:version`")],
+    params: Annotated[str | None, Form(description='JSON object, e.g. {"threshold": 0.3}')] = None,
+    priority: Annotated[Priority, Form()] = Priority.ROUTINE,
+) -> JobPublic:
+    """Submit one or more images to a model; poll the returned job for results."""
+    job_params = _parse_params(params)
+    version = await resolve_version(session=session, ref=parse_model_ref(model))
+    images = await store_uploads(files, settings=settings, store=store)
+    job = crud.create_job(
+        session=session,
+        version=version,
+        params=job_params.model_dump(exclude_none=True),
+        priority=priority,
+        queue=version.queue,
+        images=images,
+    )
+    await session.commit()
+    try:
+        await submit_inference(celery, job_id=job.id, queue=job.queue, priority=priority)
+    except ServiceUnavailable as exc:
+        job.status, job.finished_at = JobStatus.FAILED, utcnow()
+        job.error_type, job.error_detail = exc.type, exc.detail
+        await session.commit()
+        raise
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return views.job_public(job)
+
+
+@router.get("/{job_id}", response_model=JobPublic, responses={404: {}})
+async def read_job(job_id: uuid.UUID, session: SessionDep) -> JobPublic:
+    """Status, timings, the exact model version and per-image results of a job."""
+    return views.job_public(await crud.get_job(session=session, job_id=job_id))
+
+
+@router.get("", response_model=JobsPublic)
+async def read_jobs(
+    session: SessionDep,
+    status: Annotated[list[JobStatus] | None, Query()] = None,
+    model: Annotated[str | None, Query(description="Model name")] = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> JobsPublic:
+    """List jobs, newest first, filtered by status, model and creation time."""
+    jobs, next_cursor = await crud.list_jobs(
+        session=session,
+        statuses=status,
+        model=model,
+        created_after=created_after,
+        created_before=created_before,
+        cursor=cursor,
+        limit=limit,
+    )
+    counts = await crud.image_counts(session=session, job_ids=[j.id for j in jobs])
+    items = [views.job_summary(j, counts.get(j.id, crud.ImageCounts())) for j in jobs]
+    return JobsPublic(items=items, next_cursor=next_cursor)
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic, responses={404: {}, 409: {}})
+async def cancel_job(job_id: uuid.UUID, session: SessionDep) -> JobPublic:
+    """Cancel a queued or running job; finished jobs are left as they are (409)."""
+    await crud.cancel_job(session=session, job_id=job_id)
+    await session.commit()
+    return views.job_public(await crud.get_job(session=session, job_id=job_id))

@@ -1,0 +1,58 @@
+"""The command of every platform service, in one place.
+
+`medimg run`, the tests, docker-compose.yml and the k8s manifests all start the
+services with exactly these commands.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def migrate() -> Service:
+    return Service("migrate", [sys.executable, "-m", "shared.db.migrate", "upgrade"])
+
+
+def api(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> Service:
+    return Service(
+        "api",
+        [
+            sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory",
+            "--host", host, "--port", str(port), "--workers", str(workers),
+            "--no-access-log", "--timeout-graceful-shutdown", "10",
+        ],
+    )  # fmt: skip
+
+
+def worker(queue: str = "cpu", concurrency: int = 2) -> Service:
+    return Service(
+        f"worker-{queue}",
+        [
+            sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
+            "-Q", queue, "-n", f"{queue}@%h", "--concurrency", str(concurrency),
+            "--pool", "prefork", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+        ],
+        # Stable allocator behaviour for torch on CPU (PERF_BASELINES.md: glibc malloc state
+        # swung resnet18 latency from 17.5 to 26 ms; this threshold kept it stable).
+        env={"MEDIMG_WORKER_CONCURRENCY": str(concurrency), "MALLOC_MMAP_THRESHOLD_": "33554432"},
+    )  # fmt: skip
+
+
+def trainer() -> Service:
+    return Service(
+        "trainer",
+        [
+            sys.executable, "-m", "celery", "-A", "trainer.celery_app", "worker",
+            "-Q", "train", "-n", "train@%h", "--concurrency", "1",
+            "--pool", "prefork", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+        ],
+        env={"MEDIMG_WORKER_CONCURRENCY": "1", "MALLOC_MMAP_THRESHOLD_": "33554432"},
+    )  # fmt: skip

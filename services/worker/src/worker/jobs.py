@@ -1,0 +1,112 @@
+"""Job state transitions, written so a task that runs twice stores one result per image.
+
+Every transition is a conditional UPDATE on the job row: a cancelled or finished job
+is never moved back, and an image that already has a result is never written again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import case, func, select, update
+from sqlalchemy.orm import Session
+
+from shared.db.base import utcnow
+from shared.db.models import ImageStatus, Job, JobImage, JobStatus
+from shared.errors import AppError
+
+
+@dataclass(frozen=True)
+class ImageOutcome:
+    image_id: uuid.UUID
+    latency_ms: float
+    output: dict[str, Any] | None = None
+    error: AppError | None = None
+
+
+def claim(session: Session, job_id: uuid.UUID) -> Job | None:
+    """Move a queued (or redelivered running) job to running; None if there is nothing to do."""
+    job = session.scalar(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+        .values(
+            status=JobStatus.RUNNING,
+            started_at=func.coalesce(Job.started_at, func.now()),
+            attempts=Job.attempts + 1,
+        )
+        .returning(Job)
+    )
+    session.commit()
+    return job
+
+
+def pending_images(session: Session, job_id: uuid.UUID) -> list[JobImage]:
+    return list(
+        session.scalars(
+            select(JobImage)
+            .where(JobImage.job_id == job_id, JobImage.status == ImageStatus.PENDING)
+            .order_by(JobImage.index)
+        ).all()
+    )
+
+
+def is_running(session: Session, job_id: uuid.UUID) -> bool:
+    return session.scalar(select(Job.status).where(Job.id == job_id)) == JobStatus.RUNNING
+
+
+def save_outcomes(session: Session, outcomes: list[ImageOutcome]) -> None:
+    now = utcnow()
+    for o in outcomes:
+        session.execute(
+            update(JobImage)
+            .where(JobImage.id == o.image_id, JobImage.status == ImageStatus.PENDING)
+            .values(
+                status=ImageStatus.FAILED if o.error else ImageStatus.SUCCEEDED,
+                output=o.output,
+                error_type=o.error.type if o.error else None,
+                error_detail=o.error.detail if o.error else None,
+                latency_ms=round(o.latency_ms, 3),
+                finished_at=now,
+            )
+        )
+
+
+def finish(session: Session, job_id: uuid.UUID) -> None:
+    """Succeeded if any image has a result; failed (with the first image error) if none has."""
+    ok, failed, first_error, first_detail = session.execute(
+        select(
+            func.count(case((JobImage.status == ImageStatus.SUCCEEDED, 1))),
+            func.count(case((JobImage.status == ImageStatus.FAILED, 1))),
+            func.min(JobImage.error_type),
+            func.min(JobImage.error_detail),
+        ).where(JobImage.job_id == job_id)
+    ).one()
+    values: dict[str, Any] = {"finished_at": utcnow()}
+    if ok:
+        values["status"] = JobStatus.SUCCEEDED
+    else:
+        values.update(
+            status=JobStatus.FAILED,
+            error_type=first_error or "internal-error",
+            error_detail=f"all {failed} image(s) failed; first error: {first_detail}",
+        )
+    session.execute(
+        update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING).values(**values)
+    )
+    session.commit()
+
+
+def fail(session: Session, job_id: uuid.UUID, error: AppError) -> None:
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+        .values(
+            status=JobStatus.FAILED,
+            error_type=error.type,
+            error_detail=error.detail,
+            finished_at=utcnow(),
+        )
+    )
+    session.commit()

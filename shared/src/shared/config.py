@@ -1,0 +1,78 @@
+"""Settings shared by every medimg process, read from the environment.
+
+`DATABASE_URL` and `REDIS_URL` point at real servers; when they are unset the
+launcher (`medimg run`) starts embedded PostgreSQL and Valkey under `MEDIMG_DATA_DIR`
+and passes their URLs down to the processes it starts.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MEDIMG_", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "MEDIMG_DATABASE_URL")
+    )
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL", "MEDIMG_REDIS_URL")
+    )
+    # Root of everything the embedded default writes: postgres/, valkey/, store/.
+    data_dir: Path = Path("var")
+    # Blob store for uploaded images, model weights and artifacts. Point several hosts at
+    # one shared mount (NFS, RWX volume) to scale out.
+    store_dir: Path | None = None
+    # Model packages registered on start-up (see models/README.md).
+    bundled_models_dir: Path = REPO_ROOT / "models"
+
+    # Upload limits: a PACS bridge sending a whole study fits; a runaway client does not.
+    max_files_per_job: int = 64
+    max_file_bytes: int = 64 * 1024 * 1024
+    max_image_pixels: int = 50_000_000
+
+    # Worker tuning (see PERF_BASELINES.md: few threads per process, batch on CPU).
+    torch_threads: int | None = None
+    max_batch_size: int = 8
+
+    @field_validator("database_url")
+    @classmethod
+    def _use_psycopg3(cls, url: str | None) -> str | None:
+        # One driver (psycopg 3) for async API, sync worker and Alembic.
+        if url and url.startswith(("postgresql://", "postgres://")):
+            return "postgresql+psycopg://" + url.split("://", 1)[1]
+        return url
+
+    @property
+    def store_path(self) -> Path:
+        return (self.store_dir or self.data_dir / "store").resolve()
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise RuntimeError(
+                "DATABASE_URL is not set: start the platform with `make run` (embedded "
+                "PostgreSQL) or point DATABASE_URL at a PostgreSQL server"
+            )
+        return self.database_url
+
+    def require_redis_url(self) -> str:
+        if not self.redis_url:
+            raise RuntimeError(
+                "REDIS_URL is not set: start the platform with `make run` (embedded Valkey) "
+                "or point REDIS_URL at a Redis-compatible server"
+            )
+        return self.redis_url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,77 @@
+"""Job request/response schemas: the REST contract for inference jobs."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.db.models import ImageStatus, JobStatus, Priority
+
+
+class JobParams(BaseModel):
+    """Optional per-request parameters, sent as a JSON object in the `params` form field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Decision threshold on the positive class probability (binary "
+        "classifiers); defaults to the model card's operating point.",
+    )
+
+
+class ProblemRef(BaseModel):
+    type: str
+    detail: str
+
+
+class ImagePublic(BaseModel):
+    index: int
+    filename: str
+    format: str
+    size_bytes: int
+    sha256: str
+    status: ImageStatus
+    output: dict[str, Any] | None = None
+    error: ProblemRef | None = None
+    latency_ms: float | None = Field(None, description="Decode + preprocess + model time")
+    finished_at: datetime | None = None
+
+
+class ModelRefPublic(BaseModel):
+    name: str
+    version: int
+    ref: str = Field(description="Exact version that ran, as name:version")
+    architecture: str
+
+
+class JobSummary(BaseModel):
+    id: uuid.UUID
+    status: JobStatus
+    model: ModelRefPublic
+    priority: Priority
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    image_count: int
+    images_succeeded: int
+    images_failed: int
+    error: ProblemRef | None = None
+
+
+class JobPublic(JobSummary):
+    params: dict[str, Any]
+    attempts: int
+    images: list[ImagePublic]
+
+
+class JobsPublic(BaseModel):
+    items: list[JobSummary]
+    next_cursor: str | None = Field(
+        None, description="Pass as `cursor` to fetch the next (older) page; null on the last"
+    )

@@ -1,0 +1,116 @@
+"""Model cards and input specs: what a model is, how to feed it, how far to trust it.
+
+Torch-free, so the API can validate and serve cards without importing torch.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Task = Literal["classification", "detection"]
+
+
+class InputSpec(BaseModel):
+    """How a decoded image becomes the network's input tensor."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    size: int = Field(ge=8, le=2048, description="Side of the square network input, px")
+    channels: Literal[1, 3] = 3
+    mean: list[float] = Field(min_length=1, max_length=3)
+    std: list[float] = Field(min_length=1, max_length=3)
+    resize: Literal["center_crop", "squash"] = Field(
+        "center_crop",
+        description="center_crop: crop the central square, then resize; squash: resize as is",
+    )
+    native_size: int | None = Field(
+        None,
+        description="Resolution of the training images. When set, inputs are first reduced to "
+        "this size so a model trained on small images sees the detail it was trained on.",
+    )
+
+
+class OperatingPoint(BaseModel):
+    threshold: float = Field(ge=0, le=1)
+    sensitivity: float | None = None
+    specificity: float | None = None
+    source: str = Field(description="Where the numbers come from, e.g. 'validation split'")
+
+
+class DataProvenance(BaseModel):
+    source: str
+    licence: str
+    citation: str = ""
+    split: str = ""
+
+
+class TrainingRecord(BaseModel):
+    command: str
+    epochs: int
+    wall_time_s: float
+    hardware: str
+    seed: int | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelCard(BaseModel):
+    """Everything a clinician or engineer needs to decide whether to use a model version."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,98}[a-z0-9]$")
+    task: Task
+    architecture: str
+    labels: list[str] = Field(min_length=2)
+    positive_label: str | None = Field(
+        None, description="For binary classifiers: the label whose probability is thresholded"
+    )
+    input: InputSpec
+    operating_point: OperatingPoint | None = None
+    description: str = ""
+    intended_use: str = ""
+    limitations: str = ""
+    data: DataProvenance | None = None
+    training: TrainingRecord | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    queue: Literal["cpu", "gpu"] = "cpu"
+
+    @model_validator(mode="after")
+    def _check_labels(self) -> ModelCard:
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError("labels must be unique")
+        if self.positive_label is not None and self.positive_label not in self.labels:
+            raise ValueError(f"positive_label {self.positive_label!r} is not one of the labels")
+        if (
+            len(self.input.mean) != self.input.channels
+            or len(self.input.std) != self.input.channels
+        ):
+            raise ValueError("input.mean and input.std need one value per input channel")
+        return self
+
+
+class ModelVersionPublic(BaseModel):
+    name: str
+    version: int
+    ref: str
+    task: Task
+    architecture: str
+    labels: list[str]
+    input: InputSpec
+    queue: str
+    weights_sha256: str
+    created_at: datetime
+    card: dict[str, Any]
+
+
+class ModelPublic(BaseModel):
+    name: str
+    task: Task
+    description: str
+    latest: ModelVersionPublic
+    versions: list[int]
+
+
+class ModelsPublic(BaseModel):
+    items: list[ModelPublic]

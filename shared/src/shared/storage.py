@@ -1,0 +1,63 @@
+"""Content-addressed blob store on a local (or shared, mounted) folder.
+
+Keys are relative paths, so the store can move or be mounted at another path on
+another host without rewriting the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+
+class BlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, key: str) -> Path:
+        resolved = (self.root / key).resolve()
+        if not resolved.is_relative_to(self.root.resolve()):
+            raise ValueError(f"blob key escapes the store: {key!r}")
+        return resolved
+
+    def put(self, data: bytes, *, prefix: str, suffix: str = "") -> tuple[str, str]:
+        """Store bytes under their sha256 and return (key, sha256 hex).
+
+        Args:
+            data: the blob.
+            prefix: folder inside the store, e.g. ``"images"``.
+            suffix: file-name suffix kept for humans browsing the store, e.g. ``".dcm"``.
+
+        Returns:
+            The relative key and the sha256 hex digest.
+        """
+        digest = hashlib.sha256(data).hexdigest()
+        key = f"{prefix}/{digest[:2]}/{digest}{suffix}"
+        target = self.path(key)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # Write-then-rename: a crash never leaves a half-written blob under its final name.
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, target)
+        return key, digest
+
+    def put_file(self, source: Path, *, prefix: str, suffix: str = "") -> tuple[str, str]:
+        return self.put(source.read_bytes(), prefix=prefix, suffix=suffix)
+
+    def get(self, key: str) -> bytes:
+        return self.path(key).read_bytes()
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).exists()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,87 @@
+"""Session-wide real stack: embedded PostgreSQL + Valkey, migrations, API and workers.
+
+The stack is started with the same code and commands as `make run` (cli.stack), on
+free ports and a temporary data folder. With DATABASE_URL and REDIS_URL set, the
+tests use those servers instead of embedded ones.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from cli.stack import Stack, StackConfig, free_port
+from shared.db.session import make_engine, make_sessionmaker
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-gpu", action="store_true", help="run tests marked gpu")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import torch
+
+    if config.getoption("--run-gpu") or torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (run on a GPU machine or --run-gpu)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("stack")
+    config = StackConfig(
+        data_dir=root / "data",
+        api_port=free_port(),
+        redis_port=None,
+        worker_concurrency=1,
+        log_dir=root / "logs",
+    )
+    s = Stack(config)
+    try:
+        s.start()
+    except BaseException:
+        _dump_logs(config.log_dir)
+        raise
+    yield s
+    s.stop()
+
+
+def _dump_logs(log_dir: Path | None) -> None:
+    if log_dir and log_dir.is_dir():
+        for log in sorted(log_dir.glob("*.log")):
+            print(f"===== {log.name} =====\n{log.read_text()[-5000:]}")
+
+
+@pytest.fixture(scope="session")
+def api(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.api_url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def db(stack: Stack) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(stack.env["DATABASE_URL"])
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+def wait_for_job(api: httpx.Client, job_id: str, timeout: float = 120) -> dict[str, Any]:
+    """Poll until the job is final, as a client would."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = api.get(f"/v1/jobs/{job_id}").raise_for_status().json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} not finished after {timeout}s: {job}")
