@@ -20,17 +20,21 @@ DATABASE = "medimg"
 
 @dataclass
 class EmbeddedServers:
-    postgres: Any
-    valkey: Any
-    database_url: str
-    redis_url: str
+    """Whichever of the two servers the environment did not provide."""
+
+    postgres: Any | None = None
+    valkey: Any | None = None
+    database_url: str | None = None
+    redis_url: str | None = None
 
     def stop(self) -> None:
-        try:
-            self.valkey.stop()
-        except Exception as exc:  # already gone: nothing left to stop
-            log.warning("valkey stop: %s", exc)
-        self.postgres.cleanup()
+        if self.valkey is not None:
+            try:
+                self.valkey.stop()
+            except Exception as exc:  # already gone: nothing left to stop
+                log.warning("valkey stop: %s", exc)
+        if self.postgres is not None:
+            self.postgres.cleanup()
 
 
 def start_postgres(folder: Path) -> tuple[Any, str]:
@@ -60,12 +64,19 @@ def start_valkey(folder: Path, port: int | None) -> Any:
     return server
 
 
-def start(data_dir: Path, *, redis_port: int | None = None) -> EmbeddedServers:
-    postgres, database_url = start_postgres(data_dir / "postgres")
+def start(
+    data_dir: Path, *, postgres: bool, valkey: bool, redis_port: int | None = None
+) -> EmbeddedServers:
+    servers = EmbeddedServers()
     try:
-        valkey = start_valkey(data_dir / "valkey", redis_port)
-    except Exception:
-        postgres.cleanup()
+        if postgres:
+            servers.postgres, servers.database_url = start_postgres(data_dir / "postgres")
+            log.info("embedded PostgreSQL: %s", servers.database_url)
+        if valkey:
+            servers.valkey = start_valkey(data_dir / "valkey", redis_port)
+            servers.redis_url = servers.valkey.connection_url + "/0"
+            log.info("embedded Valkey: %s", servers.redis_url)
+    except BaseException:
+        servers.stop()
         raise
-    log.info("embedded PostgreSQL at %s, Valkey at %s", database_url, valkey.connection_url)
-    return EmbeddedServers(postgres, valkey, database_url, valkey.connection_url + "/0")
+    return servers

@@ -77,9 +77,15 @@ class Stack:
         database_url = os.environ.get("DATABASE_URL")
         redis_url = os.environ.get("REDIS_URL")
         if not (database_url and redis_url):
-            self.servers = embedded.start(cfg.data_dir, redis_port=self._redis_port())
+            self.servers = embedded.start(
+                cfg.data_dir,
+                postgres=not database_url,
+                valkey=not redis_url,
+                redis_port=self._redis_port(),
+            )
             database_url = database_url or self.servers.database_url
             redis_url = redis_url or self.servers.redis_url
+        assert database_url and redis_url
         self.env = {
             **os.environ,
             "DATABASE_URL": database_url,
