@@ -45,6 +45,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         api_port=free_port(),
         redis_port=None,
         worker_concurrency=1,
+        worker_metrics_port=free_port(),
         log_dir=root / "logs",
     )
     s = Stack(config)

@@ -45,7 +45,7 @@ def _interrupt(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
 
 
 def test_run_serves_stops_everything_on_ctrl_c_and_keeps_jobs(tmp_path: Path) -> None:
-    data, log, port = tmp_path / "var", tmp_path / "run.log", free_port()
+    data, log, port = tmp_path / "var", tmp_path / "run1.log", free_port()
     url = f"http://127.0.0.1:{port}"
     proc = _start(data, port, log)
     try:
@@ -66,6 +66,7 @@ def test_run_serves_stops_everything_on_ctrl_c_and_keeps_jobs(tmp_path: Path) ->
     assert not (data / "postgres" / "postmaster.pid").exists()
 
     # Second run on the same folder: the first run's job is still there.
+    log = tmp_path / "run2.log"
     proc = _start(data, port, log)
     try:
         _wait_ready(proc, url, log)

@@ -3,22 +3,35 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import httpx
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from cli.stack import Stack
+from shared.config import Settings
 from shared.db.models import ImageStatus, Job, JobImage, JobStatus, Model, ModelVersion
 from tests.api.test_jobs import MODEL, _files, _labelled_pngs, _submit
 from tests.conftest import wait_for_job
 
 
+def _stack_settings(stack: Stack) -> Settings:
+    env = stack.env
+    return Settings(
+        DATABASE_URL=env["DATABASE_URL"],
+        REDIS_URL=env["REDIS_URL"],
+        data_dir=Path(env["MEDIMG_DATA_DIR"]),
+    )
+
+
 def test_redelivered_job_recomputes_only_missing_results(
-    api: httpx.Client, db: sessionmaker[Session]
+    api: httpx.Client, db: sessionmaker[Session], stack: Stack
 ) -> None:
-    from worker.context import get_context
+    from worker.context import make_context
     from worker.tasks.infer import run_inference_job
 
+    ctx = make_context(_stack_settings(stack))
     paths = [p for p, _ in _labelled_pngs()[:3]]
     job = wait_for_job(api, _submit(api, _files(*paths)).json()["id"])
     job_id = uuid.UUID(job["id"])
@@ -31,8 +44,8 @@ def test_redelivered_job_recomputes_only_missing_results(
         )
         s.commit()
 
-    run_inference_job(get_context(), job_id)
-    run_inference_job(get_context(), job_id)  # a duplicate delivery changes nothing
+    run_inference_job(ctx, job_id)
+    run_inference_job(ctx, job_id)  # a duplicate delivery changes nothing
 
     again = api.get(f"/v1/jobs/{job_id}").json()
     assert again["status"] == "succeeded" and again["attempts"] == job["attempts"] + 1

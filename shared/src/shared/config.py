@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     max_file_bytes: int = 64 * 1024 * 1024
     max_image_pixels: int = 50_000_000
 
+    log_level: str = "INFO"
+    # JSON lines for log shippers; MEDIMG_JSON_LOGS=false gives plain text for a terminal.
+    json_logs: bool = True
+    # Port of a worker's Prometheus endpoint (merged over its prefork children); unset: off.
+    worker_metrics_port: int | None = None
+
     # Worker tuning (see PERF_BASELINES.md: few threads per process, batch on CPU).
     torch_threads: int | None = None
     max_batch_size: int = 8

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from redis.asyncio import Redis
 
+from api import observability
+from api.observability import RequestContextMiddleware
 from api.problems import register_problem_handlers
 from api.routes import health, jobs, models
 from shared.config import Settings, get_settings
 from shared.db.session import make_async_engine, make_async_sessionmaker
+from shared.logs import configure_logging
 from shared.queueing import make_celery
 from shared.storage import BlobStore
 
@@ -34,15 +37,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessionmaker = make_async_sessionmaker(engine)
         app.state.celery = make_celery("api", settings.require_redis_url())
         app.state.store = BlobStore(settings.store_path)
+        app.state.redis = Redis.from_url(settings.require_redis_url())
         yield
+        await app.state.redis.aclose()
         await engine.dispose()
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, json_logs=settings.json_logs)
     app = FastAPI(title="medimg", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     register_problem_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
+    app.include_router(observability.router)
     app.include_router(jobs.router, prefix="/v1")
     app.include_router(models.router, prefix="/v1")
     return app

@@ -20,15 +20,22 @@ PROBLEM_JSON = "application/problem+json"
 
 
 def problem(
-    request: Request, *, status: int, type_: str, title: str, detail: str, **extensions: Any
+    request: Request,
+    *,
+    status: int,
+    type_: str,
+    title: str,
+    detail: str,
+    extensions: dict[str, Any] | None = None,
 ) -> JSONResponse:
+    # Extensions never override the RFC 9457 members.
     body = {
+        **(extensions or {}),
         "type": PROBLEM_BASE + type_,
         "title": title,
         "status": status,
         "detail": detail,
         "instance": request.url.path,
-        **extensions,
     }
     return JSONResponse(jsonable_encoder(body), status_code=status, media_type=PROBLEM_JSON)
 
@@ -41,7 +48,7 @@ async def _app_error(request: Request, exc: Exception) -> JSONResponse:
         type_=exc.type,
         title=exc.title,
         detail=exc.detail,
-        **exc.extensions,
+        extensions=exc.extensions,
     )
 
 
@@ -58,7 +65,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         type_="validation-error",
         title="Request validation failed",
         detail=detail,
-        errors=errors,
+        extensions={"errors": errors},
     )
 
 

@@ -32,7 +32,7 @@ def api(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> Service:
     )  # fmt: skip
 
 
-def worker(queue: str = "cpu", concurrency: int = 2) -> Service:
+def worker(queue: str = "cpu", concurrency: int = 2, metrics_port: int | None = None) -> Service:
     return Service(
         f"worker-{queue}",
         [
@@ -42,7 +42,11 @@ def worker(queue: str = "cpu", concurrency: int = 2) -> Service:
         ],
         # Stable allocator behaviour for torch on CPU (PERF_BASELINES.md: glibc malloc state
         # swung resnet18 latency from 17.5 to 26 ms; this threshold kept it stable).
-        env={"MEDIMG_WORKER_CONCURRENCY": str(concurrency), "MALLOC_MMAP_THRESHOLD_": "33554432"},
+        env={
+            "MEDIMG_WORKER_CONCURRENCY": str(concurrency),
+            "MALLOC_MMAP_THRESHOLD_": "33554432",
+            **({"MEDIMG_WORKER_METRICS_PORT": str(metrics_port)} if metrics_port else {}),
+        },
     )  # fmt: skip
 
 

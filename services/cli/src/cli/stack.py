@@ -50,6 +50,7 @@ class StackConfig:
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     worker_concurrency: int = 2
+    worker_metrics_port: int | None = 9101
     with_trainer: bool = True
     redis_port: int | None = 6379
     log_dir: Path | None = None  # None: prefix service output onto this process's stdout
@@ -74,6 +75,8 @@ class Stack:
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         if not port_is_free(cfg.api_host, cfg.api_port):
             raise RuntimeError(f"port {cfg.api_port} is in use; pass --port to use another")
+        if cfg.worker_metrics_port and not port_is_free("127.0.0.1", cfg.worker_metrics_port):
+            cfg.worker_metrics_port = free_port()
         database_url = os.environ.get("DATABASE_URL")
         redis_url = os.environ.get("REDIS_URL")
         if not (database_url and redis_url):
@@ -97,7 +100,7 @@ class Stack:
         try:
             self.run_once(services.migrate())
             self.spawn(services.api(cfg.api_host, cfg.api_port))
-            self.spawn(services.worker("cpu", cfg.worker_concurrency))
+            self.spawn(services.worker("cpu", cfg.worker_concurrency, cfg.worker_metrics_port))
             if cfg.with_trainer:
                 self.spawn(services.trainer())
             self.wait_ready()

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from typing import Any
 
-from celery.signals import worker_process_init
+from celery.signals import setup_logging, worker_init, worker_process_init, worker_process_shutdown
 from sqlalchemy.exc import OperationalError
 
 from shared.config import get_settings
 from shared.errors import AppError
+from shared.logs import configure_logging
+from shared.logs import job_id as job_id_var
 from shared.queueing import make_celery
 from shared.tasks import TaskName
-from worker import jobs
+from worker import (
+    jobs,
+    metrics_server,  # noqa: I001  (must precede prometheus_client imports)
+)
 from worker.context import configure_torch, get_context
 from worker.tasks.infer import run_inference_job
 
@@ -21,10 +27,26 @@ log = logging.getLogger(__name__)
 app = make_celery("worker", get_settings().require_redis_url())
 
 
+@setup_logging.connect
+def _logging(**_: Any) -> None:
+    settings = get_settings()
+    configure_logging(settings.log_level, json_logs=settings.json_logs)
+
+
+@worker_init.connect
+def _init_main(**_: Any) -> None:
+    metrics_server.start()
+
+
 @worker_process_init.connect
 def _init_process(**_: Any) -> None:
     configure_torch(get_settings())
     get_context()
+
+
+@worker_process_shutdown.connect
+def _process_gone(**_: Any) -> None:
+    metrics_server.child_exited(os.getpid())
 
 
 @app.task(
@@ -36,6 +58,7 @@ def _init_process(**_: Any) -> None:
 )
 def infer(job_id: str) -> None:
     ctx = get_context()
+    token = job_id_var.set(job_id)
     try:
         run_inference_job(ctx, uuid.UUID(job_id))
     except OperationalError:
@@ -43,10 +66,12 @@ def infer(job_id: str) -> None:
     except Exception:
         # Anything else is a bug or an unreadable model: fail the job visibly, never leave
         # it "running". The trace goes to the log, not to the client.
-        log.exception("job %s failed unexpectedly", job_id)
+        log.exception("job failed unexpectedly")
         with ctx.sessions() as session:
             jobs.fail(
                 session,
                 uuid.UUID(job_id),
                 AppError("the worker failed while processing this job; it has been logged"),
             )
+    finally:
+        job_id_var.reset(token)

@@ -44,7 +44,10 @@ def _concurrency() -> int:
 
 @lru_cache(maxsize=1)
 def get_context() -> WorkerContext:
-    settings = get_settings()
+    return make_context(get_settings())
+
+
+def make_context(settings: Settings) -> WorkerContext:
     engine = make_engine(settings.require_database_url(), pool_size=2)
     store = BlobStore(settings.store_path)
     return WorkerContext(settings, make_sessionmaker(engine), store, ModelCache(store))

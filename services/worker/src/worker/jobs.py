@@ -73,8 +73,13 @@ def save_outcomes(session: Session, outcomes: list[ImageOutcome]) -> None:
         )
 
 
-def finish(session: Session, job_id: uuid.UUID) -> None:
-    """Succeeded if any image has a result; failed (with the first image error) if none has."""
+def finish(session: Session, job_id: uuid.UUID) -> tuple[str, float] | None:
+    """Succeeded if any image has a result; failed (with the first image error) if none has.
+
+    Returns:
+        The final status and the job's end-to-end seconds, or None if the job was no
+        longer running (cancelled meanwhile).
+    """
     ok, failed, first_error, first_detail = session.execute(
         select(
             func.count(case((JobImage.status == ImageStatus.SUCCEEDED, 1))),
@@ -92,10 +97,14 @@ def finish(session: Session, job_id: uuid.UUID) -> None:
             error_type=first_error or "internal-error",
             error_detail=f"all {failed} image(s) failed; first error: {first_detail}",
         )
-    session.execute(
-        update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING).values(**values)
-    )
+    row = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+        .values(**values)
+        .returning(Job.status, Job.created_at, Job.finished_at)
+    ).first()
     session.commit()
+    return None if row is None else (row.status, (row.finished_at - row.created_at).total_seconds())
 
 
 def fail(session: Session, job_id: uuid.UUID, error: AppError) -> None:

@@ -148,5 +148,5 @@ async def cancel_job(*, session: AsyncSession, job_id: uuid.UUID) -> None:
         raise Conflict(
             f"job {job_id} is already {job.status} and can no longer be cancelled",
             job_id=str(job_id),
-            status=job.status,
+            job_status=job.status,
         )

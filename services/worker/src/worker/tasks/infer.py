@@ -15,6 +15,7 @@ from sqlalchemy.orm import selectinload
 from shared.db.models import JobImage, ModelVersion
 from shared.errors import AppError, InvalidImage
 from shared.imaging.decode import decode_image
+from shared.metrics import IMAGE_LATENCY, IMAGES_PROCESSED, JOB_DURATION, MODEL_LATENCY
 from worker import jobs
 from worker.context import WorkerContext
 from worker.inference.postprocess import classification_output
@@ -74,6 +75,12 @@ def predict_chunk(
         output = classification_output(probs, model.card, threshold=threshold)
         output["image"] = info
         outcomes.append(jobs.ImageOutcome(image.id, prep_ms + forward_ms, output=output))
+    name = model.card.name
+    for o in outcomes:
+        IMAGES_PROCESSED.labels(name, "failed" if o.error else "succeeded").inc()
+        if not o.error:
+            MODEL_LATENCY.labels(name).observe(forward_ms / 1000)
+            IMAGE_LATENCY.labels(name).observe(o.latency_ms / 1000)
     return outcomes
 
 
@@ -96,10 +103,17 @@ def run_inference_job(ctx: WorkerContext, job_id: uuid.UUID) -> None:
             jobs.fail(session, job_id, exc)
             return
         pending = jobs.pending_images(session, job_id)
+        log.info(
+            "job running",
+            extra={"model": version.ref, "images": len(pending), "attempt": job.attempts},
+        )
         for chunk in _chunks(pending, ctx.settings.max_batch_size):
             if not jobs.is_running(session, job_id):
                 log.info("job %s was cancelled; stopping", job_id)
                 return
             jobs.save_outcomes(session, predict_chunk(ctx, model, chunk, params))
             session.commit()
-        jobs.finish(session, job_id)
+        final = jobs.finish(session, job_id)
+        if final is not None:
+            JOB_DURATION.labels(version.model.name, final[0]).observe(final[1])
+            log.info("job finished", extra={"status": final[0], "seconds": round(final[1], 3)})
