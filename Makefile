@@ -20,10 +20,18 @@ $(VENV)/.synced: $(UV) uv.lock pyproject.toml
 
 install: $(VENV)/.synced
 
+# checkov (deployment-file security checks in tests/deploy) in its own environment: its pins
+# (old celery, networkx) conflict with the project's, so it stays out of uv.lock.
+CHECKOV_VERSION := 3.3.30
+CHECKOV := $(TOOLS)/checkov/bin/checkov
+$(CHECKOV): | $(UV)
+	UV_PYTHON_DOWNLOADS=never $(UV) venv --quiet --python $(PYTHON) $(TOOLS)/checkov
+	$(UV) pip install --quiet --python $(TOOLS)/checkov/bin/python "checkov==$(CHECKOV_VERSION)"
+
 run: install
 	$(VENV)/bin/medimg run
 
-test: install
+test: install $(CHECKOV)
 	$(VENV)/bin/python -m pytest
 
 lint: install
@@ -35,3 +43,8 @@ bench: install
 
 clean-data:
 	rm -rf var
+
+# Static checks of Dockerfile, docker-compose.yml and k8s/ (no Docker engine or cluster).
+.PHONY: deploy-check
+deploy-check: install $(CHECKOV)
+	$(VENV)/bin/python -m pytest tests/deploy -q

@@ -1,0 +1,630 @@
+"""Static checks of the deployment files: Dockerfile, docker-compose.yml and k8s/.
+
+No Docker engine and no cluster are needed: kustomize renders the overlays, kubernetes-validate
+checks every rendered object against the Kubernetes OpenAPI schema, hadolint and checkov lint,
+and every service command is compared with `cli.services`, the commands `make run` and the
+test suite start on the host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from cli import services
+from shared.queueing import PRIORITY_STEPS, make_celery
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+KUBECTL = BIN / "kubectl"
+HADOLINT = BIN / "hadolint"
+CHECKOV = REPO / ".tools" / "checkov" / "bin" / "checkov"
+K8S = REPO / "k8s"
+STORE_DIR = "/data/store"
+NAMESPACE = "medimg"
+
+# Schemas are checked for the oldest Kubernetes the manifests target and the newest that
+# kubernetes-validate ships.
+K8S_VERSIONS = ["1.30.0", kubernetes_validate.utils.latest_version()]
+# Custom resources have no schema in kubernetes-validate; these are KEDA's and are skipped.
+CRD_KINDS = {("keda.sh/v1alpha1", "ScaledObject"), ("keda.sh/v1alpha1", "TriggerAuthentication")}
+
+# Checkov 3 open source reports no severities offline, so the gate is stricter than "no
+# HIGH/CRITICAL": no failed check at all, except these, each for a stated reason.
+CHECKOV_ALLOWED = {
+    "CKV_K8S_43": (
+        "Image should use digest: the images are built by the operator, so no digest exists "
+        "in git; the prod overlay's `images:` is where the pushed digest is pinned"
+    ),
+    "CKV_K8S_35": (
+        "Secrets as files rather than env: shared.config (pydantic-settings) reads "
+        "DATABASE_URL/REDIS_URL from the environment, as do the postgres/valkey images; "
+        "the values come from a Secret, never from the manifests"
+    ),
+}
+CHECKOV_ALLOWED_DEV = {
+    "CKV_K8S_15": (
+        "imagePullPolicy Always: the dev overlay runs images loaded into the node "
+        "(kind load, minikube image load), which a forced pull would not find"
+    ),
+}
+
+PLATFORM_DEPLOYMENTS = {"api", "worker-cpu", "worker-gpu", "trainer"}
+
+
+def py(argv: list[str]) -> list[str]:
+    """A cli.services argv as a container runs it: `python` instead of this interpreter."""
+    assert argv[0] == sys.executable
+    return ["python", *argv[1:]]
+
+
+def expected_services() -> dict[str, services.Service]:
+    """Each deployed service and the cli.services call it must equal."""
+    return {
+        "migrate": services.migrate(),
+        # In a container the API listens on every interface of its own network namespace.
+        "api": services.api(host="0.0.0.0", port=8000),
+        "worker-cpu": services.worker("cpu", 2),
+        "worker-gpu": services.worker("gpu", 2),
+        "trainer": services.trainer(),
+    }
+
+
+def celery_node(argv: list[str]) -> str:
+    """The queue part of the node name the command gives itself (`-n cpu@%h` -> `cpu`)."""
+    name = argv[argv.index("-n") + 1]
+    queue, host = name.split("@")
+    assert host == "%h"
+    return queue
+
+
+PROBE_NODE = re.compile(r"destination=\['(?P<queue>[a-z]+)@' \+ socket\.gethostname\(\)\]")
+
+
+def assert_ping_probe(argv: list[str], queue: str) -> None:
+    """A `celery inspect ping` of exactly the node `-n <queue>@%h` names.
+
+    Celery expands %h to socket.gethostname(), which the probe uses too; the app comes from
+    shared.queueing so that the broker transport options match the workers'.
+    """
+    assert argv[:2] == ["python", "-c"], argv
+    code = argv[2]
+    compile(code, "<probe>", "exec")
+    match = PROBE_NODE.search(code)
+    assert match and match["queue"] == queue, code
+    assert "from shared.queueing import make_celery" in code
+    assert "os.environ['REDIS_URL']" in code and "control.ping(" in code
+    assert "worker.celery_app" not in code, "importing the worker app loads torch per probe"
+
+
+# --------------------------------------------------------------------------------------------
+# Kubernetes
+# --------------------------------------------------------------------------------------------
+
+
+def kustomize(path: Path) -> list[dict[str, Any]]:
+    result = subprocess.run(
+        [str(KUBECTL), "kustomize", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
+    """The dev and prod overlays, and prod with the HPA component instead of KEDA."""
+    hpa = tmp_path_factory.mktemp("prod-hpa")
+    k8s = os.path.relpath(K8S, hpa)  # kustomize refuses absolute paths to bases
+    (hpa / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "namespace": NAMESPACE,
+                "resources": [f"{k8s}/overlays/prod"],
+                "components": [f"{k8s}/components/hpa"],
+            }
+        )
+    )
+    return {
+        "dev": kustomize(K8S / "overlays" / "dev"),
+        "prod": kustomize(K8S / "overlays" / "prod"),
+        "prod-hpa": kustomize(hpa),
+    }
+
+
+def objects(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def workloads(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for d in docs:
+        if d["kind"] in {"Deployment", "StatefulSet", "Job"}:
+            yield d["metadata"]["name"], d["spec"]["template"]["spec"]
+
+
+def test_overlays_render_the_platform(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    for overlay, docs in rendered.items():
+        assert set(objects(docs, "Deployment")) == PLATFORM_DEPLOYMENTS, overlay
+        assert set(objects(docs, "Job")) == {"migrate"}, overlay
+        assert set(objects(docs, "Service")) >= {"api"}, overlay
+        assert set(objects(docs, "Ingress")) == {"api"}, overlay
+        assert set(objects(docs, "PodDisruptionBudget")) == PLATFORM_DEPLOYMENTS, overlay
+        assert set(objects(docs, "Namespace")) == {NAMESPACE}, overlay
+        for d in docs:
+            if d["kind"] != "Namespace":
+                assert d["metadata"].get("namespace") == NAMESPACE, (overlay, d["metadata"])
+    dev, prod = rendered["dev"], rendered["prod"]
+    assert set(objects(dev, "StatefulSet")) == {"postgres", "redis"}
+    for statefulset in objects(dev, "StatefulSet").values():
+        assert statefulset["spec"]["volumeClaimTemplates"], "in-cluster data needs a PVC"
+    assert not objects(prod, "StatefulSet"), "prod uses managed PostgreSQL and Redis"
+    assert set(objects(prod, "ScaledObject")) == {"worker-cpu", "worker-gpu"}
+    assert objects(prod, "Ingress")["api"]["spec"]["tls"] == [{"secretName": "medimg-tls"}]
+    assert not objects(rendered["prod-hpa"], "ScaledObject")
+    assert set(objects(rendered["prod-hpa"], "HorizontalPodAutoscaler")) == {"worker-cpu"}
+
+
+def test_rendered_objects_match_the_kubernetes_schema(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    checked = 0
+    for overlay, docs in rendered.items():
+        for doc in docs:
+            if (doc["apiVersion"], doc["kind"]) in CRD_KINDS:
+                continue
+            for version in K8S_VERSIONS:
+                try:
+                    kubernetes_validate.validate(doc, version, strict=True)
+                except kubernetes_validate.ValidationError as exc:
+                    name = f"{overlay}: {doc['kind']}/{doc['metadata']['name']}"
+                    at = "/".join(map(str, exc.path))
+                    pytest.fail(f"{name} invalid for Kubernetes {version} at {at}: {exc.message}")
+                checked += 1
+    assert checked > 50
+
+
+def test_k8s_commands_are_the_services_commands(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    expected = expected_services()
+    for overlay, docs in rendered.items():
+        for name, pod in workloads(docs):
+            if name not in expected:
+                continue  # dev's postgres and redis run their images' own commands
+            (container,) = pod["containers"]
+            argv = container.get("command", []) + container.get("args", [])
+            assert argv == py(expected[name].argv), (overlay, name)
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            for key, value in expected[name].env.items():
+                assert env.get(key) == value, (overlay, name, key)
+            assert {"DATABASE_URL", "REDIS_URL"} <= env.keys(), (overlay, name)
+
+
+def test_k8s_probes(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    expected = expected_services()
+    for docs in rendered.values():
+        for name, pod in workloads(docs):
+            if name == "migrate":
+                continue  # one-shot
+            (container,) = pod["containers"]
+            assert "readinessProbe" in container and "livenessProbe" in container, name
+            if name == "api":
+                assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+                assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+            elif name in expected:
+                queue = celery_node(expected[name].argv)
+                for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                    assert_ping_probe(container[probe]["exec"]["command"], queue)
+
+
+def test_k8s_pods_are_hardened(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    for overlay, docs in rendered.items():
+        for name, pod in workloads(docs):
+            where = (overlay, name)
+            assert pod["automountServiceAccountToken"] is False, where
+            psc = pod["securityContext"]
+            assert psc["runAsNonRoot"] is True and psc["runAsUser"] >= 10000, where
+            assert psc["seccompProfile"] == {"type": "RuntimeDefault"}, where
+            volumes = {v["name"]: v for v in pod.get("volumes", [])}
+            for c in pod["containers"]:
+                sc = c["securityContext"]
+                assert sc["allowPrivilegeEscalation"] is False, where
+                assert sc["readOnlyRootFilesystem"] is True, where
+                assert sc["capabilities"] == {"drop": ["ALL"]}, where
+                for section in ("requests", "limits"):
+                    assert {"cpu", "memory"} <= c["resources"][section].keys(), where
+                mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+                if name in PLATFORM_DEPLOYMENTS | {"migrate"}:
+                    assert "emptyDir" in volumes[mounts["/tmp"]], where
+
+
+def test_k8s_store_is_one_shared_volume(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    for overlay, docs in rendered.items():
+        config = next(iter(objects(docs, "ConfigMap").values()))
+        assert config["data"]["MEDIMG_STORE_DIR"] == STORE_DIR
+        for name, pod in workloads(docs):
+            if name not in PLATFORM_DEPLOYMENTS | {"migrate"}:
+                continue
+            volumes = {v["name"]: v for v in pod["volumes"]}
+            (container,) = pod["containers"]
+            assert [e["configMapRef"]["name"] for e in container["envFrom"]] == [
+                config["metadata"]["name"]
+            ]
+            (store,) = [m for m in container["volumeMounts"] if m["mountPath"] == STORE_DIR]
+            claim = volumes[store["name"]]["persistentVolumeClaim"]["claimName"]
+            assert claim == "medimg-store", (overlay, name)
+    pvc = objects(rendered["prod"], "PersistentVolumeClaim")["medimg-store"]
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"], "workers on other nodes read it"
+
+
+def test_k8s_gpu_worker_lands_on_gpu_nodes(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    for overlay, docs in rendered.items():
+        deployments = objects(docs, "Deployment")
+        pod = deployments["worker-gpu"]["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["image"].startswith("medimg-cuda:")
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
+            "tolerations"
+        ]
+        assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+        for other in PLATFORM_DEPLOYMENTS - {"worker-gpu"}:
+            spec = deployments[other]["spec"]["template"]["spec"]
+            assert "nvidia.com/gpu" not in str(spec), (overlay, other)
+
+
+def test_keda_scales_each_worker_on_all_its_priority_lists(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    # The Redis list names come from the broker config the workers use.
+    sep = make_celery("probe", "redis://unused").conf.broker_transport_options["sep"]
+    for overlay in ("dev", "prod"):
+        docs = rendered[overlay]
+        deployments = objects(docs, "Deployment")
+        auth = objects(docs, "TriggerAuthentication")["medimg-redis"]
+        assert {r["parameter"] for r in auth["spec"]["secretTargetRef"]} == {
+            "address",
+            "password",
+            "tls",
+        }
+        for name, scaled in objects(docs, "ScaledObject").items():
+            target = scaled["spec"]["scaleTargetRef"]["name"]
+            assert target == name and "replicas" not in deployments[target]["spec"]
+            queue = celery_node(expected_services()[name].argv)
+            lists = {queue if p == 0 else f"{queue}{sep}{p}" for p in PRIORITY_STEPS}
+            triggers = scaled["spec"]["triggers"]
+            assert {t["metadata"]["listName"] for t in triggers} == lists, name
+            assert all(t["type"] == "redis" for t in triggers)
+            assert all(t["authenticationRef"]["name"] == "medimg-redis" for t in triggers)
+            # The HPA takes the largest of several metrics; the formula makes it the sum.
+            formula = scaled["spec"]["advanced"]["scalingModifiers"]["formula"]
+            assert sorted(formula.replace(" ", "").split("+")) == sorted(
+                t["name"] for t in triggers
+            )
+
+
+def test_k8s_network_policies(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    platform = {"api", "worker-cpu", "worker-gpu", "trainer", "migrate"}
+    for docs in rendered.values():
+        policies = objects(docs, "NetworkPolicy")
+        deny = policies["default-deny"]["spec"]
+        assert deny["podSelector"] == {} and sorted(deny["policyTypes"]) == ["Egress", "Ingress"]
+        # The only ingress rule that admits traffic from outside the namespace is the API's.
+        outside = [
+            (name, rule)
+            for name, p in policies.items()
+            for rule in p["spec"].get("ingress", [])
+            for peer in rule["from"]
+            if "namespaceSelector" in peer
+        ]
+        for name, rule in outside:
+            component = policies[name]["spec"]["podSelector"]["matchLabels"]
+            assert component["app.kubernetes.io/component"] in {"api", "redis"}, name
+            if component["app.kubernetes.io/component"] == "redis":  # KEDA reads the lists
+                peers = [p for p in rule["from"] if "namespaceSelector" in p]
+                assert peers[0]["podSelector"]["matchLabels"] == {
+                    "app.kubernetes.io/name": "keda-operator"
+                }
+        api = policies["api-from-ingress-controller"]["spec"]
+        assert api["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8000}]
+    dev = objects(rendered["dev"], "NetworkPolicy")
+    for name in ("postgres-from-platform", "redis-from-platform"):
+        selector = dev[name]["spec"]["ingress"][0]["from"][0]["podSelector"]
+        (expr,) = selector["matchExpressions"]
+        assert expr["operator"] == "In" and set(expr["values"]) == platform, name
+
+
+def test_k8s_images_come_from_kustomize_images(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    for overlay, docs in rendered.items():
+        for name, pod in workloads(docs):
+            for c in pod["containers"]:
+                repo, _, tag = c["image"].rpartition(":")
+                assert repo and tag and tag != "latest", (overlay, name, c["image"])
+    for path in (K8S / "base", K8S / "overlays" / "prod"):
+        images = yaml.safe_load((path / "kustomization.yaml").read_text())["images"]
+        assert {i["name"] for i in images} == {"medimg-api", "medimg-cpu", "medimg-cuda"}
+
+
+def test_checkov_finds_nothing_unexplained(
+    rendered: dict[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    if not CHECKOV.exists():
+        pytest.skip(f"{CHECKOV.relative_to(REPO)} is not installed: run `make deploy-check`")
+    files = []
+    for overlay, docs in rendered.items():
+        path = tmp_path / f"{overlay}.yaml"
+        path.write_text(yaml.safe_dump_all(docs))
+        files += ["-f", str(path)]
+    result = subprocess.run(
+        [str(CHECKOV), *files, "-f", str(REPO / "Dockerfile")]
+        + ["--framework", "kubernetes", "dockerfile", "--output", "json", "--quiet"]
+        + ["--skip-download"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "CKV_SKIP_PACKAGE_UPDATE_CHECK": "true"},
+    )
+    assert result.returncode in (0, 1), result.stderr  # 1: some check failed
+    reports = json.loads(result.stdout)
+    reports = reports if isinstance(reports, list) else [reports]
+    assert {r["check_type"] for r in reports} == {"kubernetes", "dockerfile"}, result.stdout
+    unexplained = []
+    for report in reports:
+        assert report["summary"]["parsing_errors"] == 0, report["summary"]
+        for failed in report["results"]["failed_checks"]:
+            allowed = dict(CHECKOV_ALLOWED)
+            if Path(failed["file_path"]).name == "dev.yaml":
+                allowed |= CHECKOV_ALLOWED_DEV
+            if failed["check_id"] not in allowed:
+                unexplained.append(
+                    f"{failed['check_id']} {failed['check_name']}: {failed['resource']} "
+                    f"({failed['file_path']})"
+                )
+    assert not unexplained, "\n".join(unexplained)
+
+
+# --------------------------------------------------------------------------------------------
+# Dockerfile
+# --------------------------------------------------------------------------------------------
+
+
+def dockerfile_stages() -> dict[str, list[str]]:
+    """Instructions per stage name, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n\s*", " ", (REPO / "Dockerfile").read_text())
+    stages: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.upper().startswith("FROM "):
+            name = line.split()[-1] if " AS " in line.upper() else f"stage{len(stages)}"
+            current = stages.setdefault(name, [])
+        current.append(line)
+    return stages
+
+
+def instruction(stage: list[str], keyword: str) -> list[str]:
+    return [line[len(keyword) + 1 :] for line in stage if line.startswith(keyword + " ")]
+
+
+def test_hadolint_reports_nothing() -> None:
+    result = subprocess.run(
+        [str(HADOLINT), "--format", "json", str(REPO / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert json.loads(result.stdout or "[]") == [], result.stdout
+    assert result.returncode == 0, result.stderr
+
+
+def test_dockerfile_images() -> None:
+    stages = dockerfile_stages()
+    assert {"api", "cpu", "cuda"} <= stages.keys()
+    for line in (s[0] for s in stages.values()):
+        image = line.split()[1]
+        if image not in stages:  # an external base image: pinned to a version
+            assert re.fullmatch(r"[\w./-]+:\d[\w.-]*", image), line
+    runtime = stages["runtime"]
+    assert instruction(runtime, "USER") == ["10001:10001"]
+    env = " ".join(instruction(runtime, "ENV"))
+    assert "MEDIMG_BUNDLED_MODELS_DIR=/app/models" in env
+    assert f"MEDIMG_STORE_DIR={STORE_DIR}" in env
+    assert "models/ /app/models/" in instruction(runtime, "COPY")
+    syncs = {
+        name: [r for r in instruction(stage, "RUN") if "uv sync" in r]
+        for name, stage in stages.items()
+    }
+    for name in ("build-api", "build-ml"):
+        assert syncs[name] and all("--frozen --no-dev" in r for r in syncs[name]), name
+    assert all("--package medimg-api" in r and "medimg-worker" not in r for r in syncs["build-api"])
+    expected = {
+        "api": ("build-api", py(services.api(host="0.0.0.0", port=8000).argv)),
+        "cpu": ("build-ml", py(services.worker("cpu", 2).argv)),
+        "cuda": ("build-ml", py(services.worker("gpu", 2).argv)),
+    }
+    for name, (build, argv) in expected.items():
+        stage = stages[name]
+        assert stage[0] == f"FROM runtime AS {name}"
+        assert instruction(stage, "COPY") == [f"--from={build} /opt/venv /opt/venv"], name
+        assert json.loads(instruction(stage, "CMD")[-1]) == argv, name
+        (healthcheck,) = instruction(stage, "HEALTHCHECK")
+        probe = json.loads(healthcheck[healthcheck.index("CMD ") + 4 :])
+        if name == "api":
+            assert "http://127.0.0.1:8000/healthz" in probe[-1]
+        else:
+            compile(probe[-1], "<healthcheck>", "exec")
+            assert probe[:2] == ["python", "-c"] and "control.ping(" in probe[-1]
+    # No build tooling in the final stages: uv and the source tree stay in the build stages.
+    for name in ("runtime", "api", "cpu", "cuda"):
+        assert not any("uv" in line.split() for line in stages[name]), name
+        assert not any("apt-get" in line for line in stages[name]), name
+
+
+def lock_closure(package: str) -> set[str]:
+    """Names of every package `package` installs per uv.lock (extras followed)."""
+    lock = tomllib.loads((REPO / "uv.lock").read_text())
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for p in lock["package"]:
+        by_name.setdefault(p["name"], []).append(p)
+    seen: set[str] = set()
+    todo: list[tuple[str, tuple[str, ...]]] = [(package, ())]
+    while todo:
+        name, extras = todo.pop()
+        key = name + "[" + ",".join(extras) + "]"
+        if key in seen:
+            continue
+        seen.add(key)
+        for entry in by_name[name]:
+            deps = list(entry.get("dependencies", []))
+            for extra in extras:
+                deps += entry.get("optional-dependencies", {}).get(extra, [])
+            todo += [(d["name"], tuple(d.get("extra", []))) for d in deps]
+    return {k.split("[")[0] for k in seen}
+
+
+def test_api_image_installs_no_torch() -> None:
+    api = lock_closure("medimg-api")
+    assert {"fastapi", "uvicorn", "medimg-shared"} <= api
+    assert not {"torch", "torchvision", "triton"} & api
+    assert "torch" in lock_closure("medimg-worker")
+
+
+def dockerignored(path: str) -> bool:
+    """Docker's rule: the last matching pattern wins; `!` re-includes."""
+    ignored = False
+    for raw in (REPO / ".dockerignore").read_text().splitlines():
+        pattern = raw.strip()
+        if not pattern or pattern.startswith("#"):
+            continue
+        negate = pattern.startswith("!")
+        pattern = pattern.lstrip("!").rstrip("/")
+        parts = path.split("/")
+        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        candidates = prefixes if not pattern.startswith("**/") else parts
+        bare = pattern.removeprefix("**/")
+        if any(fnmatch(c, bare) for c in candidates):
+            ignored = not negate
+    return ignored
+
+
+def test_dockerignore_keeps_the_context_to_what_the_build_copies() -> None:
+    for path in (
+        ".git/config",
+        ".venv/bin/python",
+        ".tools/checkov/bin/checkov",
+        "var/store/blob",
+        "tests/fixtures/README.md",
+        "bench/results/run.json",
+        ".env",
+        "shared/src/shared/__pycache__/config.cpython-311.pyc",
+    ):
+        assert dockerignored(path), path
+    for path in (
+        "pyproject.toml",
+        "uv.lock",
+        "shared/pyproject.toml",
+        "shared/src/shared/config.py",
+        "services/api/src/api/main.py",
+        "models/README.md",
+    ):
+        assert not dockerignored(path), path
+
+
+# --------------------------------------------------------------------------------------------
+# docker-compose.yml
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "docker-compose.yml").read_text())
+
+
+def test_compose_services_run_the_services_commands(compose: dict[str, Any]) -> None:
+    svc = compose["services"]
+    assert set(svc) == {"postgres", "redis", *expected_services()}
+    for name, expected in expected_services().items():
+        assert svc[name]["command"] == py(expected.argv), name
+        env = svc[name]["environment"]
+        for key, value in expected.env.items():
+            assert env[key] == value, (name, key)
+        assert {"DATABASE_URL", "REDIS_URL"} <= env.keys(), name
+        assert f"store:{STORE_DIR}" in svc[name]["volumes"], name
+        assert env["MEDIMG_STORE_DIR"] == STORE_DIR, name
+
+
+def test_compose_health_and_ordering(compose: dict[str, Any]) -> None:
+    svc = compose["services"]
+    completed = {
+        dep
+        for s in svc.values()
+        for dep, cond in s.get("depends_on", {}).items()
+        if cond["condition"] == "service_completed_successfully"
+    }
+    for name, s in svc.items():
+        if s.get("restart") == "no":
+            assert name in completed and "healthcheck" not in s, name  # one-shot
+        else:
+            assert s["healthcheck"]["test"], name
+            assert s["restart"] == "unless-stopped", name
+    assert completed == {"migrate"}
+    for name in ("api", "worker-cpu", "worker-gpu", "trainer"):
+        deps = svc[name]["depends_on"]
+        assert deps["migrate"]["condition"] == "service_completed_successfully", name
+        assert deps["redis"]["condition"] == "service_healthy", name
+    assert svc["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for name in ("worker-cpu", "worker-gpu", "trainer"):
+        queue = celery_node(py(expected_services()[name].argv))
+        test = svc[name]["healthcheck"]["test"]
+        assert test[0] == "CMD", name
+        assert_ping_probe(test[1:], queue)
+    assert "/readyz" in svc["api"]["healthcheck"]["test"][-1]
+
+
+def test_compose_gpu_worker_only_under_gpu_profile(compose: dict[str, Any]) -> None:
+    svc = compose["services"]
+    for name, s in svc.items():
+        assert s.get("profiles", []) == (["gpu"] if name == "worker-gpu" else []), name
+    (device,) = svc["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    assert svc["worker-gpu"]["build"]["target"] == "cuda"
+    assert "deploy" not in svc["worker-cpu"]
+
+
+def test_compose_images_volumes_and_env(compose: dict[str, Any]) -> None:
+    svc = compose["services"]
+    assert re.fullmatch(r"postgres:\d+\.\d+-\w+", svc["postgres"]["image"])
+    assert re.fullmatch(r"valkey/valkey:\d+\.\d+\.\d+-\w+", svc["redis"]["image"])
+    assert "--appendonly yes" in " ".join(svc["redis"]["command"])
+    assert set(compose["volumes"]) == {"pgdata", "redisdata", "store"}
+    targets = {name: s["build"]["target"] for name, s in svc.items() if "build" in s}
+    assert targets == {
+        "migrate": "api",
+        "api": "api",
+        "worker-cpu": "cpu",
+        "trainer": "cpu",
+        "worker-gpu": "cuda",
+    }
+    # Every variable the compose file interpolates is documented in .env.example ($$ escapes).
+    text = (REPO / "docker-compose.yml").read_text()
+    used = set(re.findall(r"(?<!\$)\$\{([A-Z_][A-Z0-9_]*)", text))
+    example = (REPO / ".env.example").read_text()
+    documented = set(re.findall(r"^([A-Z_][A-Z0-9_]*)=", example, re.MULTILINE))
+    assert used == documented
+    assert re.search(r"^(POSTGRES|REDIS)_PASSWORD=\S", example, re.MULTILINE) is None
