@@ -115,7 +115,8 @@ COPY --from=build-ml /opt/venv /opt/venv
 # to this image. The other two are services.worker()'s environment for the default command.
 ENV NVIDIA_VISIBLE_DEVICES=void \
     MEDIMG_WORKER_CONCURRENCY=2 \
-    MALLOC_MMAP_THRESHOLD_=33554432
+    MALLOC_MMAP_THRESHOLD_=33554432 \
+    MALLOC_TRIM_THRESHOLD_=67108864
 # Whichever Celery node this container runs (cpu@, gpu@ or train@ + hostname, as `-n <queue>@%h`
 # names it) must answer a ping through the broker. The probe builds its Celery app with
 # shared.queueing, whose transport options it needs, instead of `celery -A worker.celery_app`:
@@ -133,7 +134,8 @@ ENV NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     NVIDIA_REQUIRE_CUDA="cuda>=13.0" \
     MEDIMG_WORKER_CONCURRENCY=2 \
-    MALLOC_MMAP_THRESHOLD_=33554432
+    MALLOC_MMAP_THRESHOLD_=33554432 \
+    MALLOC_TRIM_THRESHOLD_=67108864
 HEALTHCHECK --interval=60s --timeout=20s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import os, socket, sys; from shared.queueing import make_celery; h = socket.gethostname(); sys.exit(not make_celery('probe', os.environ['REDIS_URL']).control.ping(destination=[q + '@' + h for q in ('cpu', 'gpu', 'train')], timeout=5))"]
 CMD ["python", "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "gpu", "-n", "gpu@%h", "--concurrency", "2", "--pool", "prefork", "--loglevel", "INFO", "--without-gossip", "--without-mingle"]

@@ -20,6 +20,7 @@ import torch
 
 from bench.bare import bare_throughput
 from bench.e2e import latency_run, make_jpegs, submit, throughput_run, wait_all
+from cli import services
 from cli.stack import Stack, StackConfig, free_port
 from shared.config import get_settings
 from shared.db.session import make_engine, make_sessionmaker
@@ -58,7 +59,7 @@ def _print_row(name: str, value: str, note: str = "") -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--images", type=int, default=480)
-    parser.add_argument("--images-per-job", type=int, nargs="+", default=[8, 1])
+    parser.add_argument("--images-per-job", type=int, nargs="+", default=[32, 8, 1])
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=2, help="CPU worker processes")
     parser.add_argument("--architecture", default="resnet18")
@@ -71,14 +72,16 @@ def main(argv: list[str] | None = None) -> int:
     batch = get_settings().max_batch_size
     threads_each = max(1, (os.cpu_count() or 1) // args.concurrency)
     print(f"[1/4] bare {args.architecture}@{args.size}, fp32, batch {batch}", flush=True)
+    env = services.worker("cpu", args.concurrency).env
     bare = {
         f"{args.concurrency} proc x {threads_each} thr": bare_throughput(
-            args.architecture, args.size, batch, args.concurrency, threads_each, args.bare_seconds
+            args.architecture, args.size, batch, args.concurrency, threads_each,
+            args.bare_seconds, env,
         ),
         f"1 proc x {os.cpu_count()} thr": bare_throughput(
-            args.architecture, args.size, batch, 1, os.cpu_count() or 1, args.bare_seconds
+            args.architecture, args.size, batch, 1, os.cpu_count() or 1, args.bare_seconds, env
         ),
-    }
+    }  # fmt: skip
     best_bare = max(bare.values())
     for name, rate in bare.items():
         print(f"      {name}: {rate:.1f} img/s", flush=True)

@@ -1,8 +1,17 @@
-"""The ceiling: the bare model's forward pass, no decode, no queue, no database."""
+"""The ceiling: the bare model's forward pass, no decode, no queue, no database.
+
+Measured in fresh processes with the worker's environment (allocator settings included),
+so the comparison with the platform differs only by what the platform adds.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
 import multiprocessing as mp
+import os
+import subprocess
+import sys
 import time
 
 import torch
@@ -24,26 +33,57 @@ def _forward_rate(architecture: str, size: int, batch: int, threads: int, second
     return done / (time.perf_counter() - start)
 
 
-def _child(args: tuple[str, int, int, float], start: mp.Barrier, out: mp.Queue) -> None:  # type: ignore[type-arg]
-    start.wait()
-    out.put(_forward_rate(args[0], args[1], args[2], 1, args[3]))
+def _child(args: tuple[str, int, int, int, float], barrier: mp.Barrier, out: mp.Queue) -> None:  # type: ignore[type-arg]
+    barrier.wait()
+    out.put(_forward_rate(*args))
 
 
-def bare_throughput(
-    architecture: str, size: int, batch: int, processes: int, threads: int, seconds: float = 10
+def _measure(
+    architecture: str, size: int, batch: int, processes: int, threads: int, seconds: float
 ) -> float:
-    """Images/s of `processes` independent copies of the model, `threads` each."""
-    if processes == 1:
-        return _forward_rate(architecture, size, batch, threads, seconds)
     ctx = mp.get_context("spawn")
     barrier, out = ctx.Barrier(processes), ctx.Queue()
-    procs = [
-        ctx.Process(target=_child, args=((architecture, size, batch, seconds), barrier, out))
-        for _ in range(processes)
-    ]
+    args = (architecture, size, batch, threads, seconds)
+    procs = [ctx.Process(target=_child, args=(args, barrier, out)) for _ in range(processes)]
     for p in procs:
         p.start()
     rates = [out.get() for _ in procs]
     for p in procs:
         p.join()
     return sum(rates)
+
+
+def bare_throughput(
+    architecture: str,
+    size: int,
+    batch: int,
+    processes: int,
+    threads: int,
+    seconds: float,
+    env: dict[str, str],
+) -> float:
+    """Images/s of `processes` concurrent copies of the model with `threads` threads each."""
+    cmd = [sys.executable, "-m", "bench.bare", architecture, str(size), str(batch),
+           str(processes), str(threads), str(seconds)]  # fmt: skip
+    out = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, check=True)
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["images_per_s"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    for name in ("architecture", "size", "batch", "processes", "threads", "seconds"):
+        parser.add_argument(name)
+    a = parser.parse_args()
+    rate = _measure(
+        a.architecture,
+        int(a.size),
+        int(a.batch),
+        int(a.processes),
+        int(a.threads),
+        float(a.seconds),
+    )
+    print(json.dumps({"images_per_s": rate}))
+
+
+if __name__ == "__main__":
+    main()

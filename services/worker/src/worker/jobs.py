@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
 from shared.db.base import utcnow
@@ -57,20 +57,38 @@ def is_running(session: Session, job_id: uuid.UUID) -> bool:
 
 
 def save_outcomes(session: Session, outcomes: list[ImageOutcome]) -> None:
-    now = utcnow()
-    for o in outcomes:
-        session.execute(
-            update(JobImage)
-            .where(JobImage.id == o.image_id, JobImage.status == ImageStatus.PENDING)
-            .values(
-                status=ImageStatus.FAILED if o.error else ImageStatus.SUCCEEDED,
-                output=o.output,
-                error_type=o.error.type if o.error else None,
-                error_detail=o.error.detail if o.error else None,
-                latency_ms=round(o.latency_ms, 3),
-                finished_at=now,
-            )
+    """Store a chunk's results in one executemany round trip; never overwrite a result."""
+    if not outcomes:
+        return
+    table = JobImage.__table__
+    statement = (
+        update(table)
+        .where(table.c.id == bindparam("image_id"), table.c.status == ImageStatus.PENDING)
+        .values(
+            status=bindparam("new_status"),
+            output=bindparam("new_output"),
+            error_type=bindparam("new_error_type"),
+            error_detail=bindparam("new_error_detail"),
+            latency_ms=bindparam("new_latency_ms"),
+            finished_at=bindparam("new_finished_at"),
         )
+    )
+    now = utcnow()
+    session.connection().execute(
+        statement,
+        [
+            {
+                "image_id": o.image_id,
+                "new_status": ImageStatus.FAILED if o.error else ImageStatus.SUCCEEDED,
+                "new_output": o.output,
+                "new_error_type": o.error.type if o.error else None,
+                "new_error_detail": o.error.detail if o.error else None,
+                "new_latency_ms": round(o.latency_ms, 3),
+                "new_finished_at": now,
+            }
+            for o in outcomes
+        ],
+    )
 
 
 def finish(session: Session, job_id: uuid.UUID) -> tuple[str, float] | None:
