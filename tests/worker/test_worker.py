@@ -44,8 +44,8 @@ def test_redelivered_job_recomputes_only_missing_results(
         )
         s.commit()
 
-    run_inference_job(ctx, job_id)
-    run_inference_job(ctx, job_id)  # a duplicate delivery changes nothing
+    run_inference_job(ctx, job_id, "test@redelivery")
+    run_inference_job(ctx, job_id, "test@redelivery")  # a duplicate delivery changes nothing
 
     again = api.get(f"/v1/jobs/{job_id}").json()
     assert again["status"] == "succeeded" and again["attempts"] == job["attempts"] + 1

@@ -67,6 +67,7 @@ def job_public(job: Job) -> JobPublic:
         **job_summary(job, counts).model_dump(),
         params=job.params,
         attempts=job.attempts,
+        worker=job.worker,
         images=[image_public(i) for i in job.images],
     )
 

@@ -38,12 +38,19 @@ def api(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> Service:
     )  # fmt: skip
 
 
-def worker(queue: str = "cpu", concurrency: int = 2, metrics_port: int | None = None) -> Service:
+def worker(
+    queue: str = "cpu",
+    concurrency: int = 2,
+    metrics_port: int | None = None,
+    node: str | None = None,
+) -> Service:
+    """A Celery inference worker; `node` names it (default: the queue) when several share a host."""
+    node = node or queue
     return Service(
-        f"worker-{queue}",
+        f"worker-{node}",
         [
             sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
-            "-Q", queue, "-n", f"{queue}@%h", "--concurrency", str(concurrency),
+            "-Q", queue, "-n", f"{node}@%h", "--concurrency", str(concurrency),
             "--pool", "prefork", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
         ],
         env={

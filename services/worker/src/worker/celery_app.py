@@ -7,6 +7,7 @@ import os
 import uuid
 from typing import Any
 
+from celery import Task
 from celery.signals import setup_logging, worker_init, worker_process_init, worker_process_shutdown
 from sqlalchemy.exc import OperationalError
 
@@ -50,17 +51,18 @@ def _process_gone(**_: Any) -> None:
 
 
 @app.task(
+    bind=True,
     name=TaskName.INFER,
     autoretry_for=(OperationalError,),
     retry_backoff=True,
     retry_backoff_max=30,
     max_retries=8,
 )
-def infer(job_id: str) -> None:
+def infer(self: Task, job_id: str) -> None:
     ctx = get_context()
     token = job_id_var.set(job_id)
     try:
-        run_inference_job(ctx, uuid.UUID(job_id))
+        run_inference_job(ctx, uuid.UUID(job_id), self.request.hostname or "unknown")
     except OperationalError:
         raise  # database hiccup: retried with backoff; the job row is still queued/running
     except Exception:

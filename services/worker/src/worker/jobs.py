@@ -26,7 +26,7 @@ class ImageOutcome:
     error: AppError | None = None
 
 
-def claim(session: Session, job_id: uuid.UUID) -> Job | None:
+def claim(session: Session, job_id: uuid.UUID, worker: str) -> Job | None:
     """Move a queued (or redelivered running) job to running; None if there is nothing to do."""
     job = session.scalar(
         update(Job)
@@ -35,6 +35,7 @@ def claim(session: Session, job_id: uuid.UUID) -> Job | None:
             status=JobStatus.RUNNING,
             started_at=func.coalesce(Job.started_at, func.now()),
             attempts=Job.attempts + 1,
+            worker=worker,
         )
         .returning(Job)
     )

@@ -107,6 +107,8 @@ class Job(UUIDPrimaryKey, CreatedAt, Base):
     queue: Mapped[str] = mapped_column(String(16))
     image_count: Mapped[int] = mapped_column(Integer)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Celery node (e.g. cpu@host-3) that last claimed the job: which machine ran what.
+    worker: Mapped[str | None] = mapped_column(String(255))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     error_type: Mapped[str | None] = mapped_column(String(64))

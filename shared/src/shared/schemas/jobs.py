@@ -67,6 +67,7 @@ class JobSummary(BaseModel):
 class JobPublic(JobSummary):
     params: dict[str, Any]
     attempts: int
+    worker: str | None = Field(None, description="Worker node that ran the job")
     images: list[ImagePublic]
 
 

@@ -84,9 +84,9 @@ def predict_chunk(
     return outcomes
 
 
-def run_inference_job(ctx: WorkerContext, job_id: uuid.UUID) -> None:
+def run_inference_job(ctx: WorkerContext, job_id: uuid.UUID, worker: str) -> None:
     with ctx.sessions() as session:
-        job = jobs.claim(session, job_id)
+        job = jobs.claim(session, job_id, worker)
         if job is None:
             log.info("job %s is not queued or running; nothing to do", job_id)
             return
