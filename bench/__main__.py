@@ -16,13 +16,16 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import httpx
 import torch
 
 from bench.bare import bare_throughput
 from bench.e2e import latency_run, make_jpegs, submit, throughput_run, wait_all
 from cli import services
 from cli.stack import Stack, StackConfig, free_port
-from shared.config import get_settings
+from shared.apikeys import create_key
+from shared.auth import Scope
+from shared.config import get_settings, psycopg_url
 from shared.db.session import make_engine, make_sessionmaker
 from shared.ml.architectures import build_classifier
 from shared.registry import CARD_FILE, WEIGHTS_FILE, register_package
@@ -100,16 +103,20 @@ def main(argv: list[str] | None = None) -> int:
         )
         with Stack(config) as stack:
             write_bench_package(root / "pkg", args.architecture, args.size)
-            engine = make_engine(stack.env["DATABASE_URL"])
+            engine = make_engine(psycopg_url(stack.env["DATABASE_URL"]))
             with make_sessionmaker(engine)() as session:
-                register_package(
-                    session, BlobStore((root / "data" / "store").resolve()), root / "pkg"
+                store = BlobStore((root / "data" / "store").resolve())
+                register_package(session, store, root / "pkg")
+                # The load generator must not be throttled by the per-key rate limit.
+                key, plaintext = create_key(
+                    session, tenant="bench", name="bench", scopes=[Scope.JOBS_WRITE]
                 )
+                key.rate_limit_per_minute = 0
                 session.commit()
             engine.dispose()
-            import httpx
 
-            with httpx.Client(base_url=stack.api_url, timeout=60) as client:
+            auth = {"Authorization": f"Bearer {plaintext}"}
+            with httpx.Client(base_url=stack.api_url, timeout=60, headers=auth) as client:
                 warm = [
                     submit(client, BENCH_MODEL, jpegs[:batch]) for _ in range(2 * args.concurrency)
                 ]
@@ -127,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"[4/4] latency: {args.latency_jobs} single-image jobs, one at a time", flush=True
             )
-            latency = latency_run(stack.api_url, BENCH_MODEL, jpegs, args.latency_jobs)
+            latency = latency_run(stack.api_url, auth, BENCH_MODEL, jpegs, args.latency_jobs)
 
     print(f"\nmedimg bench: {args.architecture}@{args.size} fp32, {os.cpu_count()} CPUs, "
           f"{args.concurrency} worker processes, torch {torch.__version__}")  # fmt: skip

@@ -67,7 +67,7 @@ class RunResult:
 
 
 def throughput_run(
-    url: str, model: str, jpegs: list[bytes], per_job: int, clients: int
+    url: str, auth: dict[str, str], model: str, jpegs: list[bytes], per_job: int, clients: int
 ) -> RunResult:
     """Saturate the workers: `clients` threads submit all jobs, then wait for all of them."""
     batches = [jpegs[i : i + per_job] for i in range(0, len(jpegs), per_job)]
@@ -75,7 +75,7 @@ def throughput_run(
     lock = threading.Lock()
 
     def producer(mine: list[list[bytes]]) -> None:
-        with httpx.Client(base_url=url, timeout=60) as client:
+        with httpx.Client(base_url=url, timeout=60, headers=auth) as client:
             for batch in mine:
                 job_id = submit(client, model, batch)
                 with lock:
@@ -88,7 +88,7 @@ def throughput_run(
         t.start()
     for t in threads:
         t.join()
-    with httpx.Client(base_url=url, timeout=60) as client:
+    with httpx.Client(base_url=url, timeout=60, headers=auth) as client:
         jobs = wait_all(client, ids)
     # Server-side timestamps: polling cadence does not distort the numbers.
     start = min(_ts(j["created_at"]) for j in jobs)
@@ -111,10 +111,12 @@ def throughput_run(
     )
 
 
-def latency_run(url: str, model: str, jpegs: list[bytes], count: int) -> dict[str, float]:
+def latency_run(
+    url: str, auth: dict[str, str], model: str, jpegs: list[bytes], count: int
+) -> dict[str, float]:
     """One single-image job at a time: what one radiologist waiting on one image sees."""
     latencies = []
-    with httpx.Client(base_url=url, timeout=60) as client:
+    with httpx.Client(base_url=url, timeout=60, headers=auth) as client:
         for i in range(count):
             start = time.perf_counter()
             job_id = submit(client, model, [jpegs[i % len(jpegs)]])

@@ -8,7 +8,8 @@ tests use those servers instead of embedded ones.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from cli.stack import Stack, StackConfig, free_port
+from shared.apikeys import create_key
+from shared.config import psycopg_url
 from shared.db.session import make_engine, make_sessionmaker
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -65,16 +68,45 @@ def _dump_logs(log_dir: Path | None) -> None:
 
 
 @pytest.fixture(scope="session")
-def api(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.api_url, timeout=30) as client:
-        yield client
+def db(stack: Stack) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(psycopg_url(stack.env["DATABASE_URL"]))
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+KeyFactory = Callable[..., str]
 
 
 @pytest.fixture(scope="session")
-def db(stack: Stack) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(stack.env["DATABASE_URL"])
-    yield make_sessionmaker(engine)
-    engine.dispose()
+def make_key(db: sessionmaker[Session]) -> KeyFactory:
+    """Create an API key in the real database; returns its plaintext."""
+
+    def make(
+        tenant: str = "default",
+        scopes: tuple[str, ...] = ("jobs:write", "jobs:read"),
+        rate_limit: int | None = 1_000_000,
+    ) -> str:
+        with db() as session:
+            key, plaintext = create_key(
+                session, tenant=tenant, name=f"test-{uuid.uuid4().hex[:6]}", scopes=scopes
+            )
+            key.rate_limit_per_minute = rate_limit
+            session.commit()
+        return plaintext
+
+    return make
+
+
+def client_for(stack: Stack, key: str | None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.Client(base_url=stack.api_url, timeout=30, headers=headers)
+
+
+@pytest.fixture(scope="session")
+def api(stack: Stack, make_key: KeyFactory) -> Iterator[httpx.Client]:
+    """A client with an admin key of the default tenant."""
+    with client_for(stack, make_key(scopes=("admin",))) as client:
+        yield client
 
 
 def wait_for_job(api: httpx.Client, job_id: str, timeout: float = 120) -> dict[str, Any]:

@@ -37,6 +37,12 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
     pytest.fail(f"medimg run did not become ready:\n{log.read_text()[-4000:]}")
 
 
+def _printed_admin_key(log: Path) -> str:
+    lines = log.read_text().splitlines()
+    marker = next(i for i, line in enumerate(lines) if "admin API key" in line)
+    return next(line.strip() for line in lines[marker:] if line.strip().startswith("mk_"))
+
+
 def _interrupt(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
     children = psutil.Process(proc.pid).children(recursive=True)
     proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
@@ -51,9 +57,10 @@ def test_run_serves_stops_everything_on_ctrl_c_and_keeps_jobs(tmp_path: Path) ->
     try:
         _wait_ready(proc, url, log)
         assert httpx.get(f"{url}/docs").status_code == 200
+        key = _printed_admin_key(log)
         files = _files(_labelled_pngs()[0][0])
-        job_id = httpx.post(f"{url}/v1/jobs", data={"model": MODEL}, files=files).json()["id"]
-        with httpx.Client(base_url=url) as client:
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as client:
+            job_id = client.post("/v1/jobs", data={"model": MODEL}, files=files).json()["id"]
             first = wait_for_job(client, job_id)
         assert first["status"] == "succeeded"
         children = _interrupt(proc)
@@ -70,7 +77,9 @@ def test_run_serves_stops_everything_on_ctrl_c_and_keeps_jobs(tmp_path: Path) ->
     proc = _start(data, port, log)
     try:
         _wait_ready(proc, url, log)
-        again = httpx.get(f"{url}/v1/jobs/{job_id}").json()
+        assert "admin API key" not in log.read_text()  # printed once, on the first run only
+        headers = {"Authorization": f"Bearer {key}"}
+        again = httpx.get(f"{url}/v1/jobs/{job_id}", headers=headers).json()
         assert again["status"] == "succeeded"
         assert again["images"] == first["images"]
         _interrupt(proc)

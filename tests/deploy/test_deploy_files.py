@@ -34,12 +34,28 @@ CHECKOV = REPO / ".tools" / "checkov" / "bin" / "checkov"
 K8S = REPO / "k8s"
 STORE_DIR = "/data/store"
 NAMESPACE = "medimg"
+API_PORT = 8000
+WORKER_METRICS_PORT = 9101
+METRICS_PATH = "/metrics"
+# The namespace label that admits Prometheus (README "Deploy": a one-time cluster step).
+MONITORING_LABEL = {"medimg.io/monitoring": "true"}
+# What each scraped pod serves its metrics on: container port name and number.
+SCRAPED = {
+    "api": ("http", API_PORT),
+    "worker-cpu": ("metrics", WORKER_METRICS_PORT),
+    "worker-gpu": ("metrics", WORKER_METRICS_PORT),
+}
 
 # Schemas are checked for the oldest Kubernetes the manifests target and the newest that
 # kubernetes-validate ships.
 K8S_VERSIONS = ["1.30.0", kubernetes_validate.utils.latest_version()]
-# Custom resources have no schema in kubernetes-validate; these are KEDA's and are skipped.
-CRD_KINDS = {("keda.sh/v1alpha1", "ScaledObject"), ("keda.sh/v1alpha1", "TriggerAuthentication")}
+# Custom resources have no schema in kubernetes-validate; KEDA's and the Prometheus
+# Operator's are skipped.
+CRD_KINDS = {
+    ("keda.sh/v1alpha1", "ScaledObject"),
+    ("keda.sh/v1alpha1", "TriggerAuthentication"),
+    ("monitoring.coreos.com/v1", "PodMonitor"),
+}
 
 # Checkov 3 open source reports no severities offline, so the gate is stricter than "no
 # HIGH/CRITICAL": no failed check at all, except these, each for a stated reason.
@@ -75,9 +91,10 @@ def expected_services() -> dict[str, services.Service]:
     return {
         "migrate": services.migrate(),
         # In a container the API listens on every interface of its own network namespace.
-        "api": services.api(host="0.0.0.0", port=8000),
-        "worker-cpu": services.worker("cpu", 2),
-        "worker-gpu": services.worker("gpu", 2),
+        "api": services.api(host="0.0.0.0", port=API_PORT),
+        # The deployments turn the workers' metrics endpoint on (MEDIMG_WORKER_METRICS_PORT).
+        "worker-cpu": services.worker("cpu", 2, WORKER_METRICS_PORT),
+        "worker-gpu": services.worker("gpu", 2, WORKER_METRICS_PORT),
         "trainer": services.trainer(),
     }
 
@@ -124,24 +141,30 @@ def kustomize(path: Path) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
-    """The dev and prod overlays, and prod with the HPA component instead of KEDA."""
-    hpa = tmp_path_factory.mktemp("prod-hpa")
-    k8s = os.path.relpath(K8S, hpa)  # kustomize refuses absolute paths to bases
-    (hpa / "kustomization.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                "kind": "Kustomization",
-                "namespace": NAMESPACE,
-                "resources": [f"{k8s}/overlays/prod"],
-                "components": [f"{k8s}/components/hpa"],
-            }
+    """The dev and prod overlays; prod with the HPA component instead of KEDA; prod with the
+    Prometheus Operator's PodMonitors."""
+
+    def prod_with(component: str) -> list[dict[str, Any]]:
+        overlay = tmp_path_factory.mktemp(f"prod-{component}")
+        k8s = os.path.relpath(K8S, overlay)  # kustomize refuses absolute paths to bases
+        (overlay / "kustomization.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                    "kind": "Kustomization",
+                    "namespace": NAMESPACE,
+                    "resources": [f"{k8s}/overlays/prod"],
+                    "components": [f"{k8s}/components/{component}"],
+                }
+            )
         )
-    )
+        return kustomize(overlay)
+
     return {
         "dev": kustomize(K8S / "overlays" / "dev"),
         "prod": kustomize(K8S / "overlays" / "prod"),
-        "prod-hpa": kustomize(hpa),
+        "prod-hpa": prod_with("hpa"),
+        "prod-podmonitor": prod_with("podmonitor"),
     }
 
 
@@ -149,10 +172,16 @@ def objects(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
     return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
 
 
-def workloads(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+def templates(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each workload's pod template (metadata and spec)."""
     for d in docs:
         if d["kind"] in {"Deployment", "StatefulSet", "Job"}:
-            yield d["metadata"]["name"], d["spec"]["template"]["spec"]
+            yield d["metadata"]["name"], d["spec"]["template"]
+
+
+def workloads(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, template in templates(docs):
+        yield name, template["spec"]
 
 
 def test_overlays_render_the_platform(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -175,6 +204,9 @@ def test_overlays_render_the_platform(rendered: dict[str, list[dict[str, Any]]])
     assert objects(prod, "Ingress")["api"]["spec"]["tls"] == [{"secretName": "medimg-tls"}]
     assert not objects(rendered["prod-hpa"], "ScaledObject")
     assert set(objects(rendered["prod-hpa"], "HorizontalPodAutoscaler")) == {"worker-cpu"}
+    for overlay, docs in rendered.items():
+        expected = {"api", "workers"} if overlay == "prod-podmonitor" else set()
+        assert set(objects(docs, "PodMonitor")) == expected, overlay
 
 
 def test_rendered_objects_match_the_kubernetes_schema(
@@ -316,35 +348,206 @@ def test_keda_scales_each_worker_on_all_its_priority_lists(
             )
 
 
+def selects(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    """Whether a Kubernetes label selector matches `labels` ({} matches everything)."""
+    selector = selector or {}
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+        ok = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": labels.get(key) not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[op]
+        if not ok:
+            return False
+    return True
+
+
+def admitted(
+    policies: dict[str, dict[str, Any]],
+    pod: dict[str, str],
+    namespace: dict[str, str],
+    source: dict[str, str],
+) -> set[tuple[str, int | str]]:
+    """The (protocol, port) pairs a pod labelled `pod` in NAMESPACE accepts from a pod labelled
+    `source` in a namespace labelled `namespace`, under default deny plus these policies.
+    ("*", "*") stands for every port."""
+    same_namespace = namespace.get("kubernetes.io/metadata.name") == NAMESPACE
+    ports: set[tuple[str, int | str]] = set()
+    for policy in policies.values():
+        spec = policy["spec"]
+        if "Ingress" not in spec["policyTypes"] or not selects(spec["podSelector"], pod):
+            continue
+        for rule in spec.get("ingress", []):
+            peers = rule.get("from")
+            match = peers is None or any(
+                "ipBlock" in peer  # an address range may contain the source
+                or (
+                    (
+                        selects(peer["namespaceSelector"], namespace)
+                        if "namespaceSelector" in peer
+                        else same_namespace
+                    )
+                    and selects(peer.get("podSelector"), source)
+                )
+                for peer in peers
+            )
+            if match:
+                if "ports" not in rule:
+                    ports.add(("*", "*"))
+                ports |= {(p.get("protocol", "TCP"), p["port"]) for p in rule.get("ports", [])}
+    return ports
+
+
 def test_k8s_network_policies(rendered: dict[str, list[dict[str, Any]]]) -> None:
     platform = {"api", "worker-cpu", "worker-gpu", "trainer", "migrate"}
-    for docs in rendered.values():
+    # Namespaces outside medimg, and a pod in each; what each may open in medimg.
+    ingress_controller = ({"medimg.io/ingress-controller": "true"}, {})
+    monitoring = ({"kubernetes.io/metadata.name": "monitoring", **MONITORING_LABEL}, {})
+    keda = ({"kubernetes.io/metadata.name": "keda"}, {"app.kubernetes.io/name": "keda-operator"})
+    unlabelled_monitoring = ({"kubernetes.io/metadata.name": "monitoring"}, {})
+    elsewhere = ({"kubernetes.io/metadata.name": "default"}, {})
+    inside = (
+        {"kubernetes.io/metadata.name": NAMESPACE},
+        {"app.kubernetes.io/name": "medimg", "app.kubernetes.io/component": "api"},
+    )
+    api, metrics = ("TCP", API_PORT), ("TCP", WORKER_METRICS_PORT)
+    for overlay, docs in rendered.items():
         policies = objects(docs, "NetworkPolicy")
         deny = policies["default-deny"]["spec"]
         assert deny["podSelector"] == {} and sorted(deny["policyTypes"]) == ["Egress", "Ingress"]
-        # The only ingress rule that admits traffic from outside the namespace is the API's.
-        outside = [
-            (name, rule)
-            for name, p in policies.items()
-            for rule in p["spec"].get("ingress", [])
-            for peer in rule["from"]
-            if "namespaceSelector" in peer
-        ]
-        for name, rule in outside:
-            component = policies[name]["spec"]["podSelector"]["matchLabels"]
-            assert component["app.kubernetes.io/component"] in {"api", "redis"}, name
-            if component["app.kubernetes.io/component"] == "redis":  # KEDA reads the lists
-                peers = [p for p in rule["from"] if "namespaceSelector" in p]
-                assert peers[0]["podSelector"]["matchLabels"] == {
-                    "app.kubernetes.io/name": "keda-operator"
-                }
-        api = policies["api-from-ingress-controller"]["spec"]
-        assert api["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8000}]
+        for name, template in templates(docs):
+            pod = template["metadata"]["labels"]
+            where = (overlay, name)
+            # From outside: the API from the ingress controller; /metrics from Prometheus,
+            # exactly the ports the metrics are served on.
+            assert admitted(policies, pod, *ingress_controller) == (
+                {api} if name == "api" else set()
+            ), where
+            assert admitted(policies, pod, *monitoring) == {
+                "api": {api},
+                "worker-cpu": {metrics},
+                "worker-gpu": {metrics},
+            }.get(name, set()), where
+            # Dev's Redis: KEDA reads the queue lengths.
+            assert admitted(policies, pod, *keda) == (
+                {("TCP", 6379)} if name == "redis" else set()
+            ), where
+            assert admitted(policies, pod, *unlabelled_monitoring) == set(), where
+            assert admitted(policies, pod, *elsewhere) == set(), where
+            # Inside the namespace only dev's PostgreSQL and Redis take connections.
+            assert admitted(policies, pod, *inside) == {
+                "postgres": {("TCP", 5432)},
+                "redis": {("TCP", 6379)},
+            }.get(name, set()), where
     dev = objects(rendered["dev"], "NetworkPolicy")
     for name in ("postgres-from-platform", "redis-from-platform"):
         selector = dev[name]["spec"]["ingress"][0]["from"][0]["podSelector"]
         (expr,) = selector["matchExpressions"]
         assert expr["operator"] == "In" and set(expr["values"]) == platform, name
+
+
+@pytest.fixture(scope="module")
+def api_paths() -> dict[str, Any]:
+    """The API app's public paths (its OpenAPI paths and docs pages) and its metrics path.
+
+    In a subprocess: create_app() replaces the root logger's handlers.
+    """
+    code = (
+        "import json; from api.main import create_app; app = create_app(); "
+        "public = [*app.openapi()['paths'], app.openapi_url, app.docs_url, "
+        "app.swagger_ui_oauth2_redirect_url, app.redoc_url]; "
+        "print(json.dumps({'public': public, 'metrics': app.url_path_for('metrics')}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def ingress_routes(ingress: dict[str, Any], path: str) -> bool:
+    """Whether a request path reaches a backend, per the Ingress API's Exact/Prefix rules
+    (Prefix: whole `/`-separated elements; a trailing slash is ignored)."""
+    elements = [e for e in path.split("/") if e]
+    for rule in ingress["spec"]["rules"]:
+        for route in rule["http"]["paths"]:
+            if route["pathType"] == "Exact" and path == route["path"]:
+                return True
+            prefix = [e for e in route["path"].split("/") if e]
+            if route["pathType"] == "Prefix" and elements[: len(prefix)] == prefix:
+                return True
+    return False
+
+
+def test_ingress_routes_the_public_paths_and_not_metrics(
+    rendered: dict[str, list[dict[str, Any]]], api_paths: dict[str, Any]
+) -> None:
+    metrics = api_paths["metrics"]
+    assert metrics == METRICS_PATH
+    public = [re.sub(r"\{[^}]+\}", "x", p) for p in api_paths["public"]]
+    assert {"/v1/jobs", "/healthz", "/readyz", "/docs", "/openapi.json"} <= set(public)
+    for overlay, docs in rendered.items():
+        ingress = objects(docs, "Ingress")["api"]
+        # No catch-all: unmatched paths get the controller's default backend (404).
+        assert "defaultBackend" not in ingress["spec"], overlay
+        for rule in ingress["spec"]["rules"]:
+            for route in rule["http"]["paths"]:
+                assert route["pathType"] in {"Exact", "Prefix"}, (overlay, route)
+                assert route["path"] != "/", (overlay, route)
+                assert route["backend"] == {"service": {"name": "api", "port": {"name": "http"}}}, (
+                    overlay,
+                    route,
+                )
+        for path in public:
+            assert ingress_routes(ingress, path), (overlay, path)
+        for path in (metrics, metrics + "/", "/", "/v1x", "/metricsx", "/docsx"):
+            assert not ingress_routes(ingress, path), (overlay, path)
+
+
+def test_k8s_metrics_endpoints(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """api and inference workers: a named port, the env that turns the endpoint on and the
+    prometheus.io annotations; nothing of it on the trainer and the migrate Job."""
+    for overlay, docs in rendered.items():
+        for name, template in templates(docs):
+            where = (overlay, name)
+            (container,) = template["spec"]["containers"]
+            ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            annotations = template["metadata"].get("annotations", {})
+            if name in SCRAPED:
+                port_name, port = SCRAPED[name]
+                assert ports[port_name] == port, where
+                assert annotations["prometheus.io/scrape"] == "true", where
+                assert annotations["prometheus.io/port"] == str(port), where
+                assert annotations["prometheus.io/path"] == METRICS_PATH, where
+            else:
+                assert not any(a.startswith("prometheus.io/") for a in annotations), where
+                assert WORKER_METRICS_PORT not in ports.values(), where
+            if name.startswith("worker-"):
+                assert env["MEDIMG_WORKER_METRICS_PORT"] == str(WORKER_METRICS_PORT), where
+            else:
+                assert "MEDIMG_WORKER_METRICS_PORT" not in env, where
+
+
+def test_k8s_podmonitors_scrape_the_metrics_ports(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered["prod-podmonitor"]
+    pods = dict(templates(docs))
+    scraped = {}
+    for name, monitor in objects(docs, "PodMonitor").items():
+        assert monitor["metadata"]["namespace"] == NAMESPACE
+        (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+        assert endpoint["path"] == METRICS_PATH, name
+        for pod_name, template in pods.items():
+            if selects(monitor["spec"]["selector"], template["metadata"]["labels"]):
+                assert pod_name not in scraped, f"{pod_name} scraped twice"
+                scraped[pod_name] = endpoint["port"]
+    assert scraped == {name: port_name for name, (port_name, _) in SCRAPED.items()}
 
 
 def test_k8s_images_come_from_kustomize_images(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -567,6 +770,19 @@ def test_compose_services_run_the_services_commands(compose: dict[str, Any]) -> 
         assert {"DATABASE_URL", "REDIS_URL"} <= env.keys(), name
         assert f"store:{STORE_DIR}" in svc[name]["volumes"], name
         assert env["MEDIMG_STORE_DIR"] == STORE_DIR, name
+
+
+def test_compose_worker_metrics(compose: dict[str, Any]) -> None:
+    """The inference workers serve metrics on the compose network, not on the host."""
+    svc = compose["services"]
+    for name, s in svc.items():
+        metrics = name.startswith("worker-")
+        assert s.get("expose", []) == ([str(WORKER_METRICS_PORT)] if metrics else []), name
+        env = s.get("environment", {})
+        assert ("MEDIMG_WORKER_METRICS_PORT" in env) == metrics, name
+        if name != "api":
+            assert "ports" not in s, name
+    assert svc["api"]["ports"] == ["${API_BIND:-127.0.0.1}:${API_PORT:-8000}:8000"]
 
 
 def test_compose_health_and_ordering(compose: dict[str, Any]) -> None:

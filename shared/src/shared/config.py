@@ -17,6 +17,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
+def psycopg_url(url: str) -> str:
+    """One driver (psycopg 3) for the async API, the sync workers and Alembic."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MEDIMG_", extra="ignore")
 
@@ -46,6 +53,9 @@ class Settings(BaseSettings):
     # Port of a worker's Prometheus endpoint (merged over its prefork children); unset: off.
     worker_metrics_port: int | None = None
 
+    # Per API key; a key's own rate_limit_per_minute overrides it. 0 turns limiting off.
+    rate_limit_per_minute: int = 1200
+
     # Worker tuning (see PERF_BASELINES.md: few threads per process, batch on CPU).
     torch_threads: int | None = None
     max_batch_size: int = 8
@@ -53,10 +63,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _use_psycopg3(cls, url: str | None) -> str | None:
-        # One driver (psycopg 3) for async API, sync worker and Alembic.
-        if url and url.startswith(("postgresql://", "postgres://")):
-            return "postgresql+psycopg://" + url.split("://", 1)[1]
-        return url
+        return psycopg_url(url) if url else url
 
     @property
     def store_path(self) -> Path:

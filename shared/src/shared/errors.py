@@ -17,9 +17,12 @@ class AppError(Exception):
     title: ClassVar[str] = "Internal error"
     status: ClassVar[int] = 500
 
-    def __init__(self, detail: str, **extensions: Any) -> None:
+    def __init__(
+        self, detail: str, *, headers: dict[str, str] | None = None, **extensions: Any
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.headers = headers or {}
         self.extensions = extensions
 
     @property
@@ -41,6 +44,27 @@ class JobNotFound(NotFound):
 class ModelNotFound(NotFound):
     type = "model-not-found"
     title = "Model not found"
+
+
+class Unauthorized(AppError):
+    type = "unauthorized"
+    title = "Authentication required"
+    status = 401
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="medimg"'})
+
+
+class Forbidden(AppError):
+    type = "forbidden"
+    title = "Not allowed for this API key"
+    status = 403
+
+
+class RateLimited(AppError):
+    type = "rate-limited"
+    title = "Too many requests"
+    status = 429
 
 
 class InvalidRequest(AppError):

@@ -42,7 +42,7 @@ def problem(
 
 async def _app_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    return problem(
+    response = problem(
         request,
         status=exc.status,
         type_=exc.type,
@@ -50,6 +50,8 @@ async def _app_error(request: Request, exc: Exception) -> JSONResponse:
         detail=exc.detail,
         extensions=exc.extensions,
     )
+    response.headers.update(exc.headers)
+    return response
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
+from cli import keys
 from cli.stack import Stack, StackConfig
 
 
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--port", type=int, default=8000, help="API port")
     run.add_argument("--concurrency", type=int, default=2, help="CPU worker processes")
     run.set_defaults(handler=_run)
+    keys.add_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     return int(args.handler(args))

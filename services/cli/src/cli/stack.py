@@ -20,6 +20,10 @@ import httpx
 
 from cli import embedded, services
 from cli.services import Service
+from shared.apikeys import any_key_exists, create_key
+from shared.auth import Scope
+from shared.config import psycopg_url
+from shared.db.session import make_engine, make_sessionmaker
 from shared.queueing import make_celery
 
 log = logging.getLogger(__name__)
@@ -65,6 +69,7 @@ class Stack:
         self.servers: embedded.EmbeddedServers | None = None
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.env: dict[str, str] = {}
+        self.admin_key: str | None = None
 
     @property
     def api_url(self) -> str:
@@ -99,6 +104,7 @@ class Stack:
         }
         try:
             self.run_once(services.migrate())
+            self.admin_key = self._first_admin_key()
             self.spawn(services.api(cfg.api_host, cfg.api_port))
             self.spawn(services.worker("cpu", cfg.worker_concurrency, cfg.worker_metrics_port))
             if cfg.with_trainer:
@@ -108,6 +114,27 @@ class Stack:
             self.stop()
             raise
         return self
+
+    def _first_admin_key(self) -> str | None:
+        """On a database without keys, create an admin key and print it, once."""
+        engine = make_engine(psycopg_url(self.env["DATABASE_URL"]))
+        try:
+            with make_sessionmaker(engine)() as session:
+                if any_key_exists(session):
+                    return None
+                _, plaintext = create_key(
+                    session, tenant="default", name="admin (first run)", scopes=[Scope.ADMIN]
+                )
+                session.commit()
+        finally:
+            engine.dispose()
+        print(
+            "\n  First run: an admin API key was created for tenant 'default'. It is shown\n"
+            f"  only now; store it safely:\n\n    {plaintext}\n\n"
+            "  More keys: .venv/bin/medimg keys create --tenant NAME --name WHAT\n",
+            flush=True,
+        )
+        return plaintext
 
     def _redis_port(self) -> int | None:
         port = self.config.redis_port

@@ -55,10 +55,41 @@ def _in(values: type[StrEnum]) -> str:
     return ", ".join(f"'{v.value}'" for v in values)
 
 
+DEFAULT_TENANT_ID = uuid.UUID("00000000-0000-4000-8000-000000000001")
+
+
+class Tenant(UUIDPrimaryKey, CreatedAt, Base):
+    """A hospital, department or project: the unit of data isolation."""
+
+    __tablename__ = "tenant"
+
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+
+
+class ApiKey(UUIDPrimaryKey, CreatedAt, Base):
+    """An API key, stored only as its SHA-256 (see shared.auth)."""
+
+    __tablename__ = "api_key"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[list[str]] = mapped_column(JSONB)
+    # Requests per minute for this key; None: the platform default (MEDIMG_RATE_LIMIT_PER_MINUTE).
+    rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    tenant: Mapped[Tenant] = relationship()
+
+
 class Model(UUIDPrimaryKey, CreatedAt, Base):
     __tablename__ = "model"
 
     name: Mapped[str] = mapped_column(String(100), unique=True)
+    # None: a shared model every tenant may use (the bundled ones); else private to a tenant.
+    tenant_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("tenant.id"))
     task: Mapped[str] = mapped_column(String(32))
     description: Mapped[str] = mapped_column(Text, default="")
 
@@ -96,9 +127,11 @@ class Job(UUIDPrimaryKey, CreatedAt, Base):
         CheckConstraint(f"status IN ({_in(JobStatus)})", name="status"),
         CheckConstraint(f"priority IN ({_in(Priority)})", name="priority"),
         Index("ix_job_created_at_id", "created_at", "id"),
+        Index("ix_job_tenant_id_created_at", "tenant_id", "created_at"),
         Index("ix_job_status_created_at", "status", "created_at"),
     )
 
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id"))
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)
     model_name: Mapped[str] = mapped_column(String(100), index=True)
     model_version_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("model_version.id"))

@@ -36,6 +36,7 @@ class ImageCounts:
 def create_job(
     *,
     session: AsyncSession,
+    tenant_id: uuid.UUID,
     version: ModelVersion,
     params: dict[str, Any],
     priority: Priority,
@@ -44,6 +45,7 @@ def create_job(
 ) -> Job:
     job = Job(
         id=uuid.uuid4(),
+        tenant_id=tenant_id,
         status=JobStatus.QUEUED,
         model_name=version.model.name,
         model_version=version,
@@ -66,8 +68,11 @@ def _job_query() -> Any:
     return select(Job).options(selectinload(Job.model_version).selectinload(ModelVersion.model))
 
 
-async def get_job(*, session: AsyncSession, job_id: uuid.UUID, with_images: bool = True) -> Job:
-    query = _job_query().where(Job.id == job_id)
+async def get_job(
+    *, session: AsyncSession, tenant_id: uuid.UUID, job_id: uuid.UUID, with_images: bool = True
+) -> Job:
+    """A job of this tenant; another tenant's job is reported as not found."""
+    query = _job_query().where(Job.id == job_id, Job.tenant_id == tenant_id)
     if with_images:
         query = query.options(selectinload(Job.images))
     job: Job | None = await session.scalar(query)
@@ -110,6 +115,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 async def list_jobs(
     *,
     session: AsyncSession,
+    tenant_id: uuid.UUID,
     statuses: list[JobStatus] | None,
     model: str | None,
     created_after: datetime | None,
@@ -118,7 +124,12 @@ async def list_jobs(
     limit: int,
 ) -> tuple[list[Job], str | None]:
     """Newest first, keyset-paginated on (created_at, id) so pages stay stable under inserts."""
-    query = _job_query().order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    query = (
+        _job_query()
+        .where(Job.tenant_id == tenant_id)
+        .order_by(Job.created_at.desc(), Job.id.desc())
+        .limit(limit + 1)
+    )
     if statuses:
         query = query.where(Job.status.in_([s.value for s in statuses]))
     if model:
@@ -135,16 +146,20 @@ async def list_jobs(
     return jobs[:limit], next_cursor
 
 
-async def cancel_job(*, session: AsyncSession, job_id: uuid.UUID) -> None:
+async def cancel_job(*, session: AsyncSession, tenant_id: uuid.UUID, job_id: uuid.UUID) -> None:
     """Cancel a queued or running job; the worker checks the row and stops writing."""
     result = await session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+        .where(
+            Job.id == job_id,
+            Job.tenant_id == tenant_id,
+            Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]),
+        )
         .values(status=JobStatus.CANCELLED, finished_at=utcnow())
         .returning(Job.id)
     )
     if result.first() is None:
-        job = await get_job(session=session, job_id=job_id, with_images=False)
+        job = await get_job(session=session, tenant_id=tenant_id, job_id=job_id, with_images=False)
         raise Conflict(
             f"job {job_id} is already {job.status} and can no longer be cancelled",
             job_id=str(job_id),

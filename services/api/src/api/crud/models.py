@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import uuid
+
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -11,12 +13,19 @@ from shared.errors import ModelNotFound
 from shared.registry import ModelRef
 
 
-async def resolve_version(*, session: AsyncSession, ref: ModelRef) -> ModelVersion:
+def _visible_to(tenant_id: uuid.UUID) -> ColumnElement[bool]:
+    """Shared models plus the tenant's own; other tenants' models do not exist for it."""
+    return or_(Model.tenant_id.is_(None), Model.tenant_id == tenant_id)
+
+
+async def resolve_version(
+    *, session: AsyncSession, tenant_id: uuid.UUID, ref: ModelRef
+) -> ModelVersion:
     """The version a reference names: ``name`` means the newest version."""
     query = (
         select(ModelVersion)
         .join(Model)
-        .where(Model.name == ref.name)
+        .where(Model.name == ref.name, _visible_to(tenant_id))
         .options(selectinload(ModelVersion.model))
     )
     if ref.version is not None:
@@ -25,7 +34,8 @@ async def resolve_version(*, session: AsyncSession, ref: ModelRef) -> ModelVersi
         query = query.order_by(ModelVersion.version.desc()).limit(1)
     version = await session.scalar(query)
     if version is None:
-        known = ", ".join((await session.scalars(select(Model.name).order_by(Model.name))).all())
+        names = select(Model.name).where(_visible_to(tenant_id)).order_by(Model.name)
+        known = ", ".join((await session.scalars(names)).all())
         raise ModelNotFound(
             f"no model version {str(ref)!r} is registered (models: {known or 'none'})",
             model=str(ref),
@@ -33,16 +43,21 @@ async def resolve_version(*, session: AsyncSession, ref: ModelRef) -> ModelVersi
     return version
 
 
-async def list_models(*, session: AsyncSession) -> list[Model]:
+async def list_models(*, session: AsyncSession, tenant_id: uuid.UUID) -> list[Model]:
     result = await session.scalars(
-        select(Model).options(selectinload(Model.versions)).order_by(Model.name)
+        select(Model)
+        .where(_visible_to(tenant_id))
+        .options(selectinload(Model.versions))
+        .order_by(Model.name)
     )
     return list(result.all())
 
 
-async def get_model(*, session: AsyncSession, name: str) -> Model:
+async def get_model(*, session: AsyncSession, tenant_id: uuid.UUID, name: str) -> Model:
     model = await session.scalar(
-        select(Model).where(Model.name == name).options(selectinload(Model.versions))
+        select(Model)
+        .where(Model.name == name, _visible_to(tenant_id))
+        .options(selectinload(Model.versions))
     )
     if model is None:
         raise ModelNotFound(f"no model named {name!r} is registered", model=name)

@@ -11,6 +11,7 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from pydantic import ValidationError
 
 from api import views
+from api.auth import JobsRead, JobsWrite
 from api.crud import jobs as crud
 from api.crud.models import resolve_version
 from api.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
@@ -38,9 +39,10 @@ def _parse_params(raw: str | None) -> JobParams:
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobPublic,
-    responses={404: {}, 413: {}, 415: {}, 422: {}, 503: {}},
+    responses={401: {}, 403: {}, 404: {}, 413: {}, 415: {}, 422: {}, 429: {}, 503: {}},
 )
 async def create_job(
+    principal: JobsWrite,
     response: Response,
     session: SessionDep,
     settings: SettingsDep,
@@ -53,10 +55,13 @@ async def create_job(
 ) -> JobPublic:
     """Submit one or more images to a model; poll the returned job for results."""
     job_params = _parse_params(params)
-    version = await resolve_version(session=session, ref=parse_model_ref(model))
+    version = await resolve_version(
+        session=session, tenant_id=principal.tenant_id, ref=parse_model_ref(model)
+    )
     images = await store_uploads(files, settings=settings, store=store)
     job = crud.create_job(
         session=session,
+        tenant_id=principal.tenant_id,
         version=version,
         params=job_params.model_dump(exclude_none=True),
         priority=priority,
@@ -76,13 +81,15 @@ async def create_job(
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses={404: {}})
-async def read_job(job_id: uuid.UUID, session: SessionDep) -> JobPublic:
+async def read_job(job_id: uuid.UUID, principal: JobsRead, session: SessionDep) -> JobPublic:
     """Status, timings, the exact model version and per-image results of a job."""
-    return views.job_public(await crud.get_job(session=session, job_id=job_id))
+    job = await crud.get_job(session=session, tenant_id=principal.tenant_id, job_id=job_id)
+    return views.job_public(job)
 
 
 @router.get("", response_model=JobsPublic)
 async def read_jobs(
+    principal: JobsRead,
     session: SessionDep,
     status: Annotated[list[JobStatus] | None, Query()] = None,
     model: Annotated[str | None, Query(description="Model name")] = None,
@@ -94,6 +101,7 @@ async def read_jobs(
     """List jobs, newest first, filtered by status, model and creation time."""
     jobs, next_cursor = await crud.list_jobs(
         session=session,
+        tenant_id=principal.tenant_id,
         statuses=status,
         model=model,
         created_after=created_after,
@@ -107,8 +115,9 @@ async def read_jobs(
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, responses={404: {}, 409: {}})
-async def cancel_job(job_id: uuid.UUID, session: SessionDep) -> JobPublic:
+async def cancel_job(job_id: uuid.UUID, principal: JobsWrite, session: SessionDep) -> JobPublic:
     """Cancel a queued or running job; finished jobs are left as they are (409)."""
-    await crud.cancel_job(session=session, job_id=job_id)
+    await crud.cancel_job(session=session, tenant_id=principal.tenant_id, job_id=job_id)
     await session.commit()
-    return views.job_public(await crud.get_job(session=session, job_id=job_id))
+    job = await crud.get_job(session=session, tenant_id=principal.tenant_id, job_id=job_id)
+    return views.job_public(job)
