@@ -1,16 +1,25 @@
-"""Create, list and revoke API keys (used by `medimg keys` and the first-run bootstrap)."""
+"""Create, list and revoke API keys.
+
+Command line, wherever DATABASE_URL is set (containers included):
+``python -m shared.apikeys create --tenant NAME --name WHAT [--scopes ...]``, ``list``,
+``revoke PREFIX``. `medimg keys` is the same with the embedded default's database.
+"""
 
 from __future__ import annotations
 
+import argparse
+import sys
 from collections.abc import Iterable
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from shared.auth import ALL_SCOPES, Scope, generate_key
+from shared.config import get_settings
 from shared.db.base import utcnow
 from shared.db.models import ApiKey, Tenant
-from shared.errors import InvalidRequest, NotFound
+from shared.db.session import make_engine, make_sessionmaker
+from shared.errors import AppError, InvalidRequest, NotFound
 
 
 def get_or_create_tenant(session: Session, name: str) -> Tenant:
@@ -67,3 +76,63 @@ def revoke_key(session: Session, prefix: str) -> ApiKey:
 
 def any_key_exists(session: Session) -> bool:
     return bool(session.scalar(select(func.count()).select_from(ApiKey)))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="create a key; it is printed once")
+    create.add_argument("--tenant", required=True, help="tenant name (created if new)")
+    create.add_argument("--name", required=True, help="what the key is for, e.g. 'pacs-bridge'")
+    create.add_argument(
+        "--scopes",
+        default=f"{Scope.JOBS_WRITE},{Scope.JOBS_READ}",
+        help="comma-separated: " + ", ".join(s.value for s in Scope),
+    )
+    create.add_argument("--rate-limit", type=int, help="requests per minute for this key")
+    actions.add_parser("list", help="list keys (never their secrets)")
+    revoke = actions.add_parser("revoke", help="revoke a key by its prefix")
+    revoke.add_argument("prefix")
+
+
+def run(args: argparse.Namespace, database_url: str) -> int:
+    engine = make_engine(database_url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            _run(session, args)
+    except AppError as exc:
+        print(f"keys: {exc.detail}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _run(session: Session, args: argparse.Namespace) -> None:
+    if args.action == "create":
+        key, plaintext = create_key(
+            session, tenant=args.tenant, name=args.name, scopes=args.scopes.split(",")
+        )
+        key.rate_limit_per_minute = args.rate_limit
+        session.commit()
+        print(f"created key {key.prefix} for tenant {args.tenant!r} ({', '.join(key.scopes)})")
+        print(f"API key (shown once, store it now): {plaintext}")
+    elif args.action == "list":
+        print(f"{'prefix':<10} {'tenant':<20} {'name':<24} {'scopes':<32} status")
+        for key in list_keys(session):
+            status = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
+            print(f"{key.prefix:<10} {key.tenant.name:<20} {key.name:<24} "
+                  f"{','.join(key.scopes):<32} {status}")  # fmt: skip
+    else:
+        key = revoke_key(session, args.prefix)
+        session.commit()
+        print(f"revoked key {key.prefix}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m shared.apikeys", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv), get_settings().require_database_url())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
