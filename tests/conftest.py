@@ -23,6 +23,7 @@ from shared.config import psycopg_url
 from shared.db.session import make_engine, make_sessionmaker
 
 FIXTURES = Path(__file__).parent / "fixtures"
+MAX_REQUEST_BYTES = 24 * 1024 * 1024
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -50,6 +51,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         worker_concurrency=1,
         worker_metrics_port=free_port(),
         log_dir=root / "logs",
+        # Small enough that a test can exceed it quickly.
+        extra_env={"MEDIMG_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES)},
     )
     s = Stack(config)
     try:

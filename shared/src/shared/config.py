@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     max_files_per_job: int = 64
     max_file_bytes: int = 64 * 1024 * 1024
     max_image_pixels: int = 50_000_000
+    # Whole request body; a CT series of a few hundred slices fits, a runaway upload does not.
+    max_request_bytes: int = 512 * 1024 * 1024
 
     log_level: str = "INFO"
     # JSON lines for log shippers; MEDIMG_JSON_LOGS=false gives plain text for a terminal.

@@ -9,6 +9,8 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from api import observability
+from api.idempotency import IdempotencyMiddleware
+from api.limits import BodyLimitMiddleware
 from api.observability import RequestContextMiddleware
 from api.problems import register_problem_handlers
 from api.routes import health, jobs, models
@@ -43,9 +45,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await engine.dispose()
 
     configure_logging(settings.log_level, json_logs=settings.json_logs)
-    app = FastAPI(title="medimg", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="medimg",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
     register_problem_handlers(app)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(IdempotencyMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestContextMiddleware)  # outermost: ids and metrics for everything
     app.include_router(health.router)
     app.include_router(observability.router)
     app.include_router(jobs.router, prefix="/v1")

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    LargeBinary,
     CheckConstraint,
     DateTime,
     Float,
@@ -179,3 +180,21 @@ class JobImage(UUIDPrimaryKey, Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     job: Mapped[Job] = relationship(back_populates="images")
+
+
+class IdempotencyRecord(UUIDPrimaryKey, CreatedAt, Base):
+    """The first response to an `Idempotency-Key`, replayed to retries of the same request.
+
+    `owner` is the SHA-256 of the caller's Authorization header: keys are per API key.
+    """
+
+    __tablename__ = "idempotency_record"
+    __table_args__ = (UniqueConstraint("owner", "key"),)
+
+    owner: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(255))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    response_headers: Mapped[dict[str, str] | None] = mapped_column(JSONB)
+    response_body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
