@@ -12,13 +12,13 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
-    LargeBinary,
     CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
