@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
                 runs[per_job] = throughput_run(
-                    stack.api_url, BENCH_MODEL, jpegs, per_job, args.clients
+                    stack.api_url, auth, BENCH_MODEL, jpegs, per_job, args.clients
                 )
             print(
                 f"[4/4] latency: {args.latency_jobs} single-image jobs, one at a time", flush=True

@@ -1,0 +1,21 @@
+"""`make bench` keeps working: a tiny run through the real platform, numbers not judged."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_bench_runs_end_to_end_and_reports_ratios(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "bench", "--images", "16", "--images-per-job", "8", "1",
+           "--latency-jobs", "2", "--bare-seconds", "1", "--size", "64",
+           "--out", str(tmp_path)]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "ratio" in out.stdout
+    result = json.loads(next(tmp_path.glob("e2e-*.json")).read_text())
+    for run in result["runs"].values():
+        assert run["failed_images"] == 0 and run["images_per_s"] > 0 and run["ratio"] > 0
+    assert result["latency_single_image"]["p50_ms"] > 0
