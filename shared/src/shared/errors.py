@@ -25,10 +25,6 @@ class AppError(Exception):
         self.headers = headers or {}
         self.extensions = extensions
 
-    @property
-    def type_uri(self) -> str:
-        return PROBLEM_BASE + self.type
-
 
 class NotFound(AppError):
     type = "not-found"

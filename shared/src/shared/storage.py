@@ -51,9 +51,6 @@ class BlobStore:
     def get(self, key: str) -> bytes:
         return self.path(key).read_bytes()
 
-    def exists(self, key: str) -> bool:
-        return self.path(key).exists()
-
 
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()

@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import re
 import time
-from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.problems import send_problem
 from shared.db.base import utcnow
 from shared.db.models import IdempotencyRecord
-from shared.errors import PROBLEM_BASE
 
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _NOT_STORED = {401, 403, 429}
@@ -64,8 +62,11 @@ class IdempotencyMiddleware:
             return
         key_text = key.decode("latin-1")
         if not _KEY.match(key_text):
-            await _problem(send, 422, "invalid-idempotency-key",
-                           "Idempotency-Key must be 1-255 visible ASCII characters")  # fmt: skip
+            await send_problem(
+                scope, send, status=422, type_="invalid-idempotency-key",
+                title="Invalid Idempotency-Key",
+                detail="Idempotency-Key must be 1-255 visible ASCII characters",
+            )  # fmt: skip
             return
         body, more = b"", True
         while more:
@@ -80,7 +81,7 @@ class IdempotencyMiddleware:
         if await _claim(sessions, owner, key_text, digest):
             await self._run_and_store(scope, body, send, sessions, owner, key_text)
         else:
-            await _replay(send, sessions, owner, key_text, digest)
+            await _replay(scope, send, sessions, owner, key_text, digest)
 
     async def _run_and_store(
         self,
@@ -151,7 +152,12 @@ async def _claim(
 
 
 async def _replay(
-    send: Send, sessions: async_sessionmaker[AsyncSession], owner: str, key: str, digest: str
+    scope: Scope,
+    send: Send,
+    sessions: async_sessionmaker[AsyncSession],
+    owner: str,
+    key: str,
+    digest: str,
 ) -> None:
     deadline = time.monotonic() + WAIT_FOR_FIRST_S
     while True:
@@ -162,8 +168,11 @@ async def _replay(
                 )
             )
         if record is not None and record.fingerprint != digest:
-            await _problem(send, 422, "idempotency-key-reused",
-                           "this Idempotency-Key was used with a different request")  # fmt: skip
+            await send_problem(
+                scope, send, status=422, type_="idempotency-key-reused",
+                title="Idempotency-Key reused",
+                detail="this Idempotency-Key was used with a different request",
+            )  # fmt: skip
             return
         if record is not None and record.completed_at is not None:
             headers = [(k.encode(), v.encode()) for k, v in (record.response_headers or {}).items()]
@@ -173,18 +182,11 @@ async def _replay(
             return
         if record is None or time.monotonic() > deadline:
             # The first request failed (its record was dropped) or is taking too long.
-            await _problem(send, 409, "idempotency-request-in-progress",
-                           "a request with this Idempotency-Key is still running or failed; "
-                           "retry shortly")  # fmt: skip
+            await send_problem(
+                scope, send, status=409, type_="idempotency-request-in-progress",
+                title="Request with this Idempotency-Key not finished",
+                detail="a request with this Idempotency-Key is still running or failed; "
+                "retry shortly",
+            )  # fmt: skip
             return
         await asyncio.sleep(0.05)
-
-
-async def _problem(send: Send, status: int, type_: str, detail: str) -> None:
-    body: dict[str, Any] = {"type": PROBLEM_BASE + type_, "title": detail, "status": status,
-                            "detail": detail}  # fmt: skip
-    payload = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/problem+json"),
-                            (b"content-length", str(len(payload)).encode())]})  # fmt: skip
-    await send({"type": "http.response.body", "body": payload})

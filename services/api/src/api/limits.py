@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import PROBLEM_BASE, PayloadTooLarge
+from api.problems import send_problem
+from shared.errors import PayloadTooLarge
 
 
 class BodyLimitMiddleware:
@@ -22,7 +21,7 @@ class BodyLimitMiddleware:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+            await self._refuse(scope, send)
             return
         seen, refused = 0, False
 
@@ -34,7 +33,7 @@ class BodyLimitMiddleware:
                 # Answer now and tell the app the client is gone: body parsers would
                 # otherwise turn any error raised here into a generic 400.
                 refused = True
-                await self._refuse(send)
+                await self._refuse(scope, send)
             return {"type": "http.disconnect"} if refused else message
 
         async def guarded_send(message: Message) -> None:
@@ -46,13 +45,12 @@ class BodyLimitMiddleware:
     def _detail(self) -> str:
         return f"request body is larger than the {self.max_bytes // (1024 * 1024)} MiB limit"
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {"type": PROBLEM_BASE + PayloadTooLarge.type, "title": PayloadTooLarge.title,
-             "status": 413, "detail": self._detail()}
-        ).encode()  # fmt: skip
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/problem+json"),
-                                (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})  # fmt: skip
-        await send({"type": "http.response.body", "body": body})
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        await send_problem(
+            scope,
+            send,
+            status=PayloadTooLarge.status,
+            type_=PayloadTooLarge.type,
+            title=PayloadTooLarge.title,
+            detail=self._detail(),
+        )

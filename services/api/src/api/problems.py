@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from http import HTTPStatus
 from typing import Any
@@ -12,11 +13,32 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope, Send
 
 from shared.errors import PROBLEM_BASE, AppError
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
+
+
+def problem_body(
+    *,
+    status: int,
+    type_: str,
+    title: str,
+    detail: str,
+    instance: str,
+    extensions: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    # Extensions never override the RFC 9457 members.
+    return {
+        **(extensions or {}),
+        "type": PROBLEM_BASE + type_,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+    }
 
 
 def problem(
@@ -28,16 +50,30 @@ def problem(
     detail: str,
     extensions: dict[str, Any] | None = None,
 ) -> JSONResponse:
-    # Extensions never override the RFC 9457 members.
-    body = {
-        **(extensions or {}),
-        "type": PROBLEM_BASE + type_,
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "instance": request.url.path,
-    }
+    body = problem_body(
+        status=status,
+        type_=type_,
+        title=title,
+        detail=detail,
+        instance=request.url.path,
+        extensions=extensions,
+    )
     return JSONResponse(jsonable_encoder(body), status_code=status, media_type=PROBLEM_JSON)
+
+
+async def send_problem(
+    scope: Scope, send: Send, *, status: int, type_: str, title: str, detail: str
+) -> None:
+    """The same problem document from pure ASGI middleware (outside the route handlers)."""
+    payload = json.dumps(
+        problem_body(status=status, type_=type_, title=title, detail=detail, instance=scope["path"])
+    ).encode()
+    headers = [
+        (b"content-type", PROBLEM_JSON.encode()),
+        (b"content-length", str(len(payload)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
 
 
 async def _app_error(request: Request, exc: Exception) -> JSONResponse:

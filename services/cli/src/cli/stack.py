@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO
 
 import httpx
+from celery import Celery
 
 from cli import embedded, services
 from cli.services import Service
@@ -70,6 +71,7 @@ class Stack:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.env: dict[str, str] = {}
         self.admin_key: str | None = None
+        self._control: Celery | None = None  # broker client for worker pings
 
     @property
     def api_url(self) -> str:
@@ -192,11 +194,9 @@ class Stack:
             return False
 
     def _workers_answer(self, names: list[str]) -> bool:
-        app = make_celery("launcher", self.env["REDIS_URL"])
-        try:
-            replies = app.control.ping(timeout=1.0)
-        finally:
-            app.close()
+        if self._control is None:
+            self._control = make_celery("launcher", self.env["REDIS_URL"])
+        replies = self._control.control.ping(timeout=1.0)
         answered = {next(iter(r)).split("@")[0] for r in replies}
         return set(names) <= answered
 
@@ -219,6 +219,9 @@ class Stack:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         self.processes.clear()
+        if self._control is not None:
+            self._control.close()
+            self._control = None
         if self.servers is not None:
             self.servers.stop()
             self.servers = None
