@@ -10,6 +10,8 @@ from enum import StrEnum
 
 class TaskName(StrEnum):
     INFER = "worker.infer"
+    # Dataset import decodes and hashes images (no torch): short work for the cpu queue.
+    IMPORT_DATASET = "worker.import_dataset"
     FINE_TUNE = "trainer.fine_tune"
 
 
