@@ -33,6 +33,7 @@ class Principal:
     key_id: uuid.UUID
     tenant_id: uuid.UUID
     scopes: frozenset[str]
+    key_prefix: str | None = None  # public part of the key, for audit events
 
 
 async def _rate_limit(request: Request, key: ApiKey, default: int) -> None:
@@ -75,7 +76,7 @@ async def authenticate(
     if key.last_used_at is None or now - key.last_used_at > _LAST_USED_RESOLUTION:
         await session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
         await session.commit()
-    return Principal(key.id, key.tenant_id, frozenset(key.scopes))
+    return Principal(key.id, key.tenant_id, frozenset(key.scopes), key.prefix)
 
 
 def require(scope: Scope) -> Callable[[Principal], Awaitable[Principal]]:
@@ -89,3 +90,4 @@ def require(scope: Scope) -> Callable[[Principal], Awaitable[Principal]]:
 
 JobsRead = Annotated[Principal, Depends(require(Scope.JOBS_READ))]
 JobsWrite = Annotated[Principal, Depends(require(Scope.JOBS_WRITE))]
+Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]

@@ -6,7 +6,7 @@ import base64
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -98,8 +98,14 @@ async def image_counts(
     return {job_id: ImageCounts(ok, bad) for job_id, ok, bad in rows.all()}
 
 
-def encode_cursor(job: Job) -> str:
-    raw = f"{job.created_at.isoformat()}|{job.id}".encode()
+class _Keyset(Protocol):
+    created_at: datetime
+    id: uuid.UUID
+
+
+def encode_cursor(row: _Keyset) -> str:
+    """A (created_at, id) keyset cursor; also used by the audit log."""
+    raw = f"{row.created_at.isoformat()}|{row.id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from pydantic import ValidationError
 
-from api import views
+from api import audit, views
 from api.auth import JobsRead, JobsWrite
 from api.crud import jobs as crud
 from api.crud.models import resolve_version
@@ -68,6 +68,14 @@ async def create_job(
         queue=version.queue,
         images=images,
     )
+    await audit.record(
+        session,
+        principal,
+        "job.create",
+        "job",
+        str(job.id),
+        {"model": version.ref, "images": len(images)},
+    )
     await session.commit()
     try:
         await submit_inference(celery, job_id=job.id, queue=job.queue, priority=priority)
@@ -84,6 +92,9 @@ async def create_job(
 async def read_job(job_id: uuid.UUID, principal: JobsRead, session: SessionDep) -> JobPublic:
     """Status, timings, the exact model version and per-image results of a job."""
     job = await crud.get_job(session=session, tenant_id=principal.tenant_id, job_id=job_id)
+    # Results are patient data: every read of them is audited.
+    await audit.record(session, principal, "job.read", "job", str(job.id))
+    await session.commit()
     return views.job_public(job)
 
 
@@ -118,6 +129,7 @@ async def read_jobs(
 async def cancel_job(job_id: uuid.UUID, principal: JobsWrite, session: SessionDep) -> JobPublic:
     """Cancel a queued or running job; finished jobs are left as they are (409)."""
     await crud.cancel_job(session=session, tenant_id=principal.tenant_id, job_id=job_id)
+    await audit.record(session, principal, "job.cancel", "job", str(job_id))
     await session.commit()
     job = await crud.get_job(session=session, tenant_id=principal.tenant_id, job_id=job_id)
     return views.job_public(job)
