@@ -11,6 +11,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Task = Literal["classification", "detection"]
+ModelKind = Literal["single", "ensemble"]
+ENSEMBLE_ARCHITECTURE = "ensemble"
 
 
 class InputSpec(BaseModel):
@@ -56,6 +58,29 @@ class TrainingRecord(BaseModel):
     extra: dict[str, Any] = Field(default_factory=dict)
 
 
+class EnsembleSpec(BaseModel):
+    """Members vote: soft = (weighted) mean probability, hard = (weighted) majority label."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    members: list[str] = Field(
+        min_length=2, max_length=16, description="Member refs: name, name:version or name@alias"
+    )
+    vote: Literal["soft", "hard"] = "soft"
+    weights: list[float] | None = Field(
+        None, description="One positive weight per member; equal weights when omitted"
+    )
+
+    @model_validator(mode="after")
+    def _check_weights(self) -> EnsembleSpec:
+        if self.weights is not None:
+            if len(self.weights) != len(self.members):
+                raise ValueError("ensemble.weights needs one weight per member")
+            if any(w <= 0 for w in self.weights):
+                raise ValueError("ensemble.weights must be positive")
+        return self
+
+
 class ModelCard(BaseModel):
     """Everything a clinician or engineer needs to decide whether to use a model version."""
 
@@ -75,9 +100,21 @@ class ModelCard(BaseModel):
     training: TrainingRecord | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
     queue: Literal["cpu", "gpu"] = "cpu"
+    kind: ModelKind = "single"
+    ensemble: EnsembleSpec | None = Field(
+        None, description="Members and vote of an ensemble (kind 'ensemble' only)"
+    )
 
     @model_validator(mode="after")
     def _check_labels(self) -> ModelCard:
+        if (self.kind == "ensemble") != (self.ensemble is not None):
+            raise ValueError("`ensemble` is required for kind 'ensemble' and only allowed there")
+        if self.kind == "ensemble" and (
+            self.task != "classification" or self.architecture != ENSEMBLE_ARCHITECTURE
+        ):
+            raise ValueError(
+                f"an ensemble has task 'classification' and architecture {ENSEMBLE_ARCHITECTURE!r}"
+            )
         if len(set(self.labels)) != len(self.labels):
             raise ValueError("labels must be unique")
         if self.positive_label is not None and self.positive_label not in self.labels:

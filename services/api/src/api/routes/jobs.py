@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from pydantic import ValidationError
@@ -13,14 +13,14 @@ from pydantic import ValidationError
 from api import audit, views
 from api.auth import JobsRead, JobsWrite
 from api.crud import jobs as crud
-from api.crud.models import resolve_version
 from api.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
 from api.enqueue import submit_inference
+from api.job_options import check_params, merge_form_fields, pick_queue
 from api.uploads import store_uploads
 from shared.db.base import utcnow
 from shared.db.models import JobStatus, Priority
 from shared.errors import InvalidRequest, ServiceUnavailable
-from shared.registry import parse_model_ref
+from shared.registry import resolve_model_version
 from shared.schemas.jobs import JobParams, JobPublic, JobsPublic
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -49,15 +49,27 @@ async def create_job(
     store: StoreDep,
     celery: CeleryDep,
     files: Annotated[list[UploadFile], File(description="PNG, JPEG or DICOM images")],
-    model: Annotated[str, Form(description="`name` or `name:version`")],
+    model: Annotated[
+        str,
+        Form(
+            description="`name:version`, `name@alias` or `name` (its `production` alias, "
+            "else its newest version)"
+        ),
+    ],
     params: Annotated[str | None, Form(description='JSON object, e.g. {"threshold": 0.3}')] = None,
     priority: Annotated[Priority, Form()] = Priority.ROUTINE,
+    target_sensitivity: Annotated[float | None, Form(gt=0, le=1)] = None,
+    explain: Annotated[Literal["gradcam"] | None, Form()] = None,
+    queue: Annotated[
+        Literal["cpu", "gpu"] | None, Form(description="Default: the model's deployment queue")
+    ] = None,
 ) -> JobPublic:
     """Submit one or more images to a model; poll the returned job for results."""
-    job_params = _parse_params(params)
-    version = await resolve_version(
-        session=session, tenant_id=principal.tenant_id, ref=parse_model_ref(model)
+    job_params = merge_form_fields(
+        _parse_params(params), target_sensitivity=target_sensitivity, explain=explain
     )
+    version = await session.run_sync(resolve_model_version, model, principal.tenant_id)
+    check_params(version, job_params)
     images = await store_uploads(files, settings=settings, store=store)
     job = crud.create_job(
         session=session,
@@ -65,7 +77,7 @@ async def create_job(
         version=version,
         params=job_params.model_dump(exclude_none=True),
         priority=priority,
-        queue=version.queue,
+        queue=pick_queue(version, queue),
         images=images,
     )
     await audit.record(
