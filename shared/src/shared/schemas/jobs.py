@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,6 +22,18 @@ class JobParams(BaseModel):
         le=1,
         description="Decision threshold on the positive class probability (binary "
         "classifiers); defaults to the model card's operating point.",
+    )
+    target_sensitivity: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Pick the operating point from the model card's validation ROC: the "
+        "highest threshold whose validation sensitivity reaches this value.",
+    )
+    explain: Literal["gradcam"] | None = Field(
+        None,
+        description="gradcam: store a Grad-CAM heatmap over each image as a job artifact "
+        "(single classification models)",
     )
 
 

@@ -42,6 +42,14 @@ class OperatingPoint(BaseModel):
     source: str = Field(description="Where the numbers come from, e.g. 'validation split'")
 
 
+class RocPoint(BaseModel):
+    """One point of the validation ROC: a threshold and what it achieved on validation."""
+
+    threshold: float = Field(ge=0, le=1)
+    sensitivity: float = Field(ge=0, le=1)
+    specificity: float = Field(ge=0, le=1)
+
+
 class DataProvenance(BaseModel):
     source: str
     licence: str
@@ -93,6 +101,11 @@ class ModelCard(BaseModel):
     )
     input: InputSpec
     operating_point: OperatingPoint | None = None
+    validation_roc: list[RocPoint] | None = Field(
+        None,
+        description="Binary classifiers: thresholds with their validation sensitivity and "
+        "specificity; lets a request pick an operating point (target_sensitivity)",
+    )
     description: str = ""
     intended_use: str = ""
     limitations: str = ""
