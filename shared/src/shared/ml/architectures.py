@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
+from shared.ml.efficientnet_lite import efficientnet_lite0
+
 
 def _torchvision(builder: Callable[..., nn.Module]) -> Callable[[int], nn.Module]:
     def build(num_classes: int) -> nn.Module:
@@ -22,6 +24,8 @@ CLASSIFIERS: dict[str, Callable[[int], nn.Module]] = {
     "resnet50": _torchvision(tvm.resnet50),
     "densenet121": _torchvision(tvm.densenet121),
     "efficientnet_b0": _torchvision(tvm.efficientnet_b0),
+    # No SE, ReLU6: the one ImageNet checkpoint installable offline (shared.ml.pretrained).
+    "efficientnet_lite0": efficientnet_lite0,
     "mobilenet_v3_large": _torchvision(tvm.mobilenet_v3_large),
     "mobilenet_v3_small": _torchvision(tvm.mobilenet_v3_small),
 }
