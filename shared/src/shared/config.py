@@ -49,6 +49,15 @@ class Settings(BaseSettings):
     # Whole request body; a CT series of a few hundred slices fits, a runaway upload does not.
     max_request_bytes: int = 512 * 1024 * 1024
 
+    # Dataset zips (shared.datasets.safezip): checked from the central directory at upload and
+    # again while streaming each member, since declared sizes can lie.
+    zip_max_members: int = 100_000
+    zip_max_total_bytes: int = 8 * 1024 * 1024 * 1024
+    # Compression ratio of a member (and of the whole archive) beyond which it is a bomb;
+    # only checked above zip_ratio_min_bytes, where small text files may compress well.
+    zip_max_ratio: int = 100
+    zip_ratio_min_bytes: int = 1024 * 1024
+
     log_level: str = "INFO"
     # JSON lines for log shippers; MEDIMG_JSON_LOGS=false gives plain text for a terminal.
     json_logs: bool = True

@@ -115,3 +115,48 @@ class ServiceUnavailable(AppError):
     type = "service-unavailable"
     title = "A backing service is unavailable"
     status = 503
+
+
+class DatasetNotFound(NotFound):
+    type = "dataset-not-found"
+    title = "Dataset not found"
+
+
+class UnsupportedArchive(AppError):
+    """A dataset upload that is not a zip archive."""
+
+    type = "unsupported-archive"
+    title = "Dataset uploads must be zip archives"
+    status = 415
+
+
+class InvalidArchive(AppError):
+    """A zip whose structure is corrupt or that uses features the importer refuses."""
+
+    type = "invalid-archive"
+    title = "Zip archive cannot be read"
+    status = 422
+
+
+class UnsafeArchive(AppError):
+    """Member paths or entries that could escape an extraction folder (traversal, links)."""
+
+    type = "unsafe-archive"
+    title = "Zip archive contains unsafe entries"
+    status = 422
+
+
+class ArchiveTooLarge(AppError):
+    """Too many members, too many bytes once unpacked, or a compression ratio of a zip bomb."""
+
+    type = "archive-too-large"
+    title = "Zip archive exceeds the import limits"
+    status = 413
+
+
+class InvalidDataset(AppError):
+    """The archive is safe but its content is not a usable dataset (listed in `errors`)."""
+
+    type = "invalid-dataset"
+    title = "Dataset content is invalid"
+    status = 422

@@ -10,6 +10,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 
 class BlobStore:
@@ -43,6 +44,27 @@ class BlobStore:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
             os.replace(tmp, target)
+        return key, digest
+
+    def put_fileobj(self, source: BinaryIO, *, prefix: str, suffix: str = "") -> tuple[str, str]:
+        """Like `put`, streaming from a file object (large uploads never sit in memory)."""
+        h = hashlib.sha256()
+        staging = self.root / prefix
+        staging.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=staging, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                for chunk in iter(lambda: source.read(1 << 20), b""):
+                    h.update(chunk)
+                    fh.write(chunk)
+            digest = h.hexdigest()
+            key = f"{prefix}/{digest[:2]}/{digest}{suffix}"
+            target = self.path(key)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         return key, digest
 
     def put_file(self, source: Path, *, prefix: str, suffix: str = "") -> tuple[str, str]:

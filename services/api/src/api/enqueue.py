@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from shared.db.models import Priority
 from shared.errors import ServiceUnavailable
 from shared.queueing import PRIORITY_VALUE
-from shared.tasks import TaskName
+from shared.tasks import Queue, TaskName
 
 log = logging.getLogger(__name__)
 
@@ -37,4 +37,22 @@ async def submit_inference(
         raise ServiceUnavailable(
             "The job queue is not reachable; the job was not started. Retry shortly.",
             job_id=str(job_id),
+        ) from exc
+
+
+async def submit_dataset_import(celery: Celery, *, version_id: uuid.UUID) -> None:
+    """Send a dataset version's import task to the cpu queue (torch-free work)."""
+    try:
+        await run_in_threadpool(
+            celery.send_task,
+            TaskName.IMPORT_DATASET,
+            kwargs={"version_id": str(version_id)},
+            queue=Queue.CPU,
+            retry=True,
+            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+        )
+    except (BrokerError, OSError) as exc:
+        log.warning("broker unavailable while enqueueing import %s: %s", version_id, exc)
+        raise ServiceUnavailable(
+            "The job queue is not reachable; the import was not started. Upload again shortly."
         ) from exc

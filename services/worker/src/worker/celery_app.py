@@ -22,6 +22,7 @@ from worker import (
     metrics_server,  # noqa: I001  (must precede prometheus_client imports)
 )
 from worker.context import configure_torch, get_context
+from worker.tasks.datasets import import_dataset_version
 from worker.tasks.infer import run_inference_job
 
 log = logging.getLogger(__name__)
@@ -77,3 +78,14 @@ def infer(self: Task, job_id: str) -> None:
             )
     finally:
         job_id_var.reset(token)
+
+
+@app.task(
+    name=TaskName.IMPORT_DATASET,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    retry_backoff_max=30,
+    max_retries=8,
+)
+def import_dataset(version_id: str) -> None:
+    import_dataset_version(version_id)

@@ -1,0 +1,39 @@
+"""worker.import_dataset: a thin wrapper around shared.datasets.importer (no torch needed)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.datasets.importer import run_import
+from shared.db.base import utcnow
+from shared.db.models import DatasetStatus, DatasetVersion
+from worker.context import get_context
+
+log = logging.getLogger(__name__)
+
+
+def _fail_unexpectedly(sessions: sessionmaker[Session], version_id: uuid.UUID) -> None:
+    with sessions() as session:
+        version = session.get(DatasetVersion, version_id)
+        if version is not None and version.status == DatasetStatus.IMPORTING:
+            version.status, version.finished_at = DatasetStatus.FAILED, utcnow()
+            version.error_type = "internal-error"
+            version.error_detail = "the worker failed while importing; it has been logged"
+            session.commit()
+
+
+def import_dataset_version(version_id: str) -> None:
+    ctx = get_context()
+    vid = uuid.UUID(version_id)
+    try:
+        run_import(vid, sessions=ctx.sessions, store=ctx.store, settings=ctx.settings)
+    except OperationalError:
+        raise  # database hiccup: the task retries; the version is still importing
+    except Exception:
+        # A bug must not leave the version "importing" forever; the trace goes to the log.
+        log.exception("dataset import failed unexpectedly")
+        _fail_unexpectedly(ctx.sessions, vid)

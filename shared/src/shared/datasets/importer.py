@@ -1,0 +1,251 @@
+"""Import one uploaded dataset version: vet, parse, decode, check, split, then write at once.
+
+Items are written in the same transaction that marks the version `ready`, so a failed or
+interrupted import leaves nothing usable behind (image blobs are content-addressed and
+harmless). A redelivered task finds the version no longer `importing` and stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.config import Settings
+from shared.datasets import records as rec
+from shared.datasets import splits
+from shared.datasets.formats import PARSERS, SourceFormat, Task
+from shared.datasets.safezip import SafeArchive, ZipLimits, open_archive
+from shared.db.base import utcnow
+from shared.db.models import Dataset, DatasetItem, DatasetStatus, DatasetVersion
+from shared.errors import AppError, InvalidDataset
+from shared.storage import BlobStore
+
+log = logging.getLogger(__name__)
+MAX_STORED_PROBLEMS = 1000
+_PROGRESS_EVERY_S = 0.5
+SUFFIX = {"png": ".png", "jpeg": ".jpg", "dicom": ".dcm"}
+
+
+class _Progress:
+    """Throttled progress writes in their own short transactions."""
+
+    def __init__(self, sessions: sessionmaker[Session], version_id: uuid.UUID) -> None:
+        self.sessions, self.version_id, self.last = sessions, version_id, 0.0
+
+    def __call__(self, phase: str, done: int, total: int, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < _PROGRESS_EVERY_S:
+            return
+        self.last = now
+        with self.sessions() as session:
+            session.execute(
+                update(DatasetVersion)
+                .where(DatasetVersion.id == self.version_id)
+                .values(progress={"phase": phase, "done": done, "total": total})
+            )
+            session.commit()
+
+
+def _fail(
+    sessions: sessionmaker[Session],
+    version_id: uuid.UUID,
+    error: AppError,
+    problems: list[dict[str, str]] | None = None,
+) -> None:
+    with sessions() as session:
+        version = session.get(DatasetVersion, version_id)
+        assert version is not None
+        version.status, version.finished_at = DatasetStatus.FAILED, utcnow()
+        version.error_type, version.error_detail = error.type, error.detail
+        version.errors = (problems or [])[:MAX_STORED_PROBLEMS]
+        version.progress = {**version.progress, "phase": "failed"}
+        session.commit()
+
+
+def _invalid(problems: list[dict[str, str]]) -> InvalidDataset:
+    shown = "; ".join(f"{p['file']}: {p['problem']}" for p in problems[:5])
+    more = f" (and {len(problems) - 5} more, see `errors`)" if len(problems) > 5 else ""
+    return InvalidDataset(f"{len(problems)} problem(s) in the dataset: {shown}{more}")
+
+
+def _read_all(
+    archive: SafeArchive,
+    parsed: Any,
+    store: BlobStore,
+    settings: Settings,
+    progress: _Progress,
+    problems: list[dict[str, str]],
+) -> list[rec.Record]:
+    records: list[rec.Record] = []
+    total = len(parsed.entries)
+    for done, entry in enumerate(parsed.entries):
+        progress("reading", done, total)
+        data = archive.read(entry.path)
+        record = rec.read_entry(
+            entry, data, max_pixels=settings.max_image_pixels, problems=problems
+        )
+        if record is not None:
+            record.storage_key, _ = store.put(
+                data, prefix="images", suffix=SUFFIX.get(record.format, "")
+            )
+            records.append(record)
+    progress("reading", total, total, force=True)
+    return records
+
+
+def _split(
+    records: list[rec.Record], spec: dict[str, Any], parsed: Any, problems: list[dict[str, str]]
+) -> list[str]:
+    presplit = [r.split for r in records]
+    if any(presplit):
+        missing = [r.path for r in records if not r.split]
+        problems.extend(
+            {"file": p, "problem": "not in any train/validation/test list"} for p in missing
+        )
+        leaks = splits.groups_across_splits(
+            [r.group for r in records], [r.split or "" for r in records]
+        )
+        for group, where in sorted(leaks.items()):
+            problems.append(
+                {"file": f"group {group}", "problem": f"in several splits: {sorted(where)}"}
+            )
+        spec["presplit"] = True
+        return [r.split or "" for r in records]
+    ratios = splits.normalize_ratios(spec.get("ratios") or parsed.ratios)
+    spec["ratios"], spec["presplit"], spec["stratified"] = ratios, False, True
+    counts: dict[str, int] = {}
+    for r in records:
+        for b in r.boxes or []:
+            counts[b["label"]] = counts.get(b["label"], 0) + 1
+    items = []
+    for r in records:
+        if r.label is not None:
+            stratum = r.label
+        else:  # detection: balance on the image's rarest class
+            labels = {b["label"] for b in r.boxes or []}
+            stratum = min(labels, key=lambda s: (counts[s], s)) if labels else "(no objects)"
+        items.append(splits.SplitItem(stratum, r.group))
+    return splits.assign_splits(items, ratios, int(spec.get("seed", 0)))
+
+
+def _build(
+    archive: SafeArchive,
+    version: DatasetVersion,
+    task: Task,
+    store: BlobStore,
+    settings: Settings,
+    progress: _Progress,
+) -> tuple[list[rec.Record], list[str], dict[str, Any], list[str], dict[str, Any]]:
+    spec = dict(version.split_spec)
+    parsed = PARSERS[SourceFormat(version.source_format)](archive)
+    problems = list(parsed.problems)
+    if parsed.task != task:
+        problems.append(
+            {"file": "(archive)", "problem": f"holds a {parsed.task} dataset, not {task}"}
+        )
+    if problems:
+        raise _Failed(problems)
+    records = _read_all(archive, parsed, store, settings, progress, problems)
+    records, dropped = rec.drop_duplicates(
+        records, drop=spec.get("on_duplicate") == "drop", problems=problems
+    )
+    rec.check_labels(records, parsed, problems)
+    spec["group_by"] = rec.resolve_groups(
+        records,
+        spec.get("group_by") or "auto",
+        spec.get("group_pattern") or parsed.group_pattern,
+        problems,
+    )
+    progress("splitting", len(records), len(records), force=True)
+    assigned = _split(records, spec, parsed, problems) if records else []
+    if problems:
+        raise _Failed(problems)
+    stats = rec.compute_stats(records, assigned, task)
+    stats["notes"] = parsed.notes[:MAX_STORED_PROBLEMS]
+    stats["dropped_duplicates"] = dropped[:MAX_STORED_PROBLEMS]
+    labels = parsed.labels
+    return records, assigned, spec, labels, stats
+
+
+class _Failed(Exception):
+    def __init__(self, problems: list[dict[str, str]]) -> None:
+        super().__init__(f"{len(problems)} problems")
+        self.problems = problems
+
+
+def _write(
+    sessions: sessionmaker[Session],
+    version_id: uuid.UUID,
+    records: list[rec.Record],
+    assigned: list[str],
+    spec: dict[str, Any],
+    labels: list[str],
+    stats: dict[str, Any],
+) -> None:
+    rows = [
+        {
+            "dataset_version_id": version_id,
+            "split": split,
+            "path": r.path,
+            "storage_key": r.storage_key,
+            "sha256": r.sha256,
+            "format": r.format,
+            "width": r.width,
+            "height": r.height,
+            "label": r.label,
+            "boxes": r.boxes,
+            "group_id": r.group[:128] if r.group else None,
+        }
+        for r, split in zip(records, assigned, strict=True)
+    ]
+    with sessions() as session:
+        version = session.get(DatasetVersion, version_id, with_for_update=True)
+        if version is None or version.status != DatasetStatus.IMPORTING:
+            return
+        for start in range(0, len(rows), 1000):
+            session.execute(insert(DatasetItem), rows[start : start + 1000])
+        version.status, version.finished_at = DatasetStatus.READY, utcnow()
+        version.split_spec, version.labels, version.stats = spec, labels, stats
+        version.errors = []
+        version.progress = {"phase": "done", "done": len(rows), "total": len(rows)}
+        session.commit()
+
+
+def run_import(
+    version_id: uuid.UUID, *, sessions: sessionmaker[Session], store: BlobStore, settings: Settings
+) -> None:
+    """Import a dataset version uploaded by the API; idempotent under redelivery.
+
+    Args:
+        version_id: a DatasetVersion in status `importing`.
+        sessions: sync sessions on the platform database.
+        store: the blob store holding the upload; images are stored there too.
+        settings: limits (zip, pixels).
+    """
+    with sessions() as session:
+        version = session.get(DatasetVersion, version_id)
+        if version is None or version.status != DatasetStatus.IMPORTING:
+            log.info("dataset version %s is not importing; nothing to do", version_id)
+            return
+        task = Task(session.scalar(select(Dataset.task).where(Dataset.id == version.dataset_id)))
+        session.expunge(version)
+    progress = _Progress(sessions, version_id)
+    progress("checking", 0, 0, force=True)
+    try:
+        with store.path(version.upload_key).open("rb") as fh:
+            with open_archive(fh, ZipLimits.from_settings(settings)) as archive:
+                built = _build(archive, version, task, store, settings, progress)
+    except _Failed as failed:
+        log.info("dataset import failed validation", extra={"problems": len(failed.problems)})
+        _fail(sessions, version_id, _invalid(failed.problems), failed.problems)
+        return
+    except AppError as exc:
+        _fail(sessions, version_id, exc, [{"file": "(archive)", "problem": exc.detail}])
+        return
+    progress("writing", len(built[0]), len(built[0]), force=True)
+    _write(sessions, version_id, *built)
