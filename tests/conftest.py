@@ -24,6 +24,18 @@ from shared.db.session import make_engine, make_sessionmaker
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MAX_REQUEST_BYTES = 24 * 1024 * 1024
+# Callbacks to local receivers (tests/api/test_callbacks.py): 127.0.0.2 allow-listed by
+# address; `localhost` by name only, so its loopback address is still refused. Fast retries.
+CALLBACK_SECRET = "test-callback-secret"
+CALLBACK_ENV = {
+    "MEDIMG_CALLBACK_ALLOWED_HOSTS": "127.0.0.2,localhost",
+    "MEDIMG_CALLBACK_ALLOW_HTTP": "true",
+    "MEDIMG_CALLBACK_SECRET": CALLBACK_SECRET,
+    "MEDIMG_CALLBACK_TIMEOUT_SECONDS": "2",
+    "MEDIMG_CALLBACK_BACKOFF_SECONDS": "0.3",
+    "MEDIMG_CALLBACK_POLL_SECONDS": "0.2",
+    "MEDIMG_IDEMPOTENCY_CLEANUP_SECONDS": "1",
+}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -52,7 +64,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         worker_metrics_port=free_port(),
         log_dir=root / "logs",
         # Small enough that a test can exceed it quickly.
-        extra_env={"MEDIMG_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES)},
+        extra_env={"MEDIMG_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES), **CALLBACK_ENV},
     )
     s = Stack(config)
     try:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -70,6 +70,46 @@ class Settings(BaseSettings):
     # Worker tuning (see PERF_BASELINES.md: few threads per process, batch on CPU).
     torch_threads: int | None = None
     max_batch_size: int = 8
+
+    # Job-completion callbacks (shared.callbacks, docs/security.md). Hostnames, `*.domain`
+    # wildcards or IPs/CIDRs, comma-separated; empty turns callbacks off. Resolved addresses
+    # must be public unless inside an allow-listed CIDR.
+    callback_allowed_hosts: Annotated[list[str], NoDecode] = []
+    callback_allow_http: bool = False  # plain http only for tests and closed networks
+    # Never delivered to, even when public: e.g. the cluster's service and pod ranges.
+    callback_blocked_cidrs: Annotated[list[str], NoDecode] = []
+    callback_secret: SecretStr | None = None  # HMAC-SHA256 key of X-Medimg-Signature
+    callback_timeout_seconds: float = 5.0
+    callback_max_attempts: int = 8
+    callback_backoff_seconds: float = 5.0  # doubled per attempt, with jitter
+    callback_backoff_max_seconds: float = 900.0
+    callback_poll_seconds: float = 1.0
+    # Prefix of the `result_url` in callback bodies (e.g. https://medimg.example.org);
+    # unset: the body carries the path only.
+    public_url: str | None = None
+
+    # Replayable responses of Idempotency-Key requests are deleted after this.
+    idempotency_ttl_hours: float = 24.0
+    idempotency_cleanup_seconds: float = 600.0
+
+    # Uploaded DICOM is de-identified (PS3.15 basic profile) before it is stored.
+    deidentify_uploads: bool = True
+
+    @field_validator("callback_allowed_hosts", "callback_blocked_cidrs", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _callbacks_need_a_secret(self) -> Settings:
+        if self.callback_allowed_hosts and self.callback_secret is None:
+            raise ValueError(
+                "MEDIMG_CALLBACK_ALLOWED_HOSTS is set but MEDIMG_CALLBACK_SECRET is not: "
+                "callbacks must be signed"
+            )
+        return self
 
     @field_validator("database_url")
     @classmethod

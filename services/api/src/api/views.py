@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 from api.crud.jobs import ImageCounts
-from shared.db.models import ImageStatus, Job, JobImage, JobStatus, Model, ModelVersion, Priority
+from shared.db.models import (
+    CallbackDelivery,
+    ImageStatus,
+    Job,
+    JobImage,
+    JobStatus,
+    Model,
+    ModelVersion,
+    Priority,
+)
 from shared.schemas.jobs import (
+    CallbackPublic,
     ImagePublic,
     JobPublic,
     JobSummary,
@@ -58,7 +68,22 @@ def image_public(image: JobImage) -> ImagePublic:
     )
 
 
-def job_public(job: Job) -> JobPublic:
+def callback_public(job: Job, delivery: CallbackDelivery | None) -> CallbackPublic | None:
+    if job.callback_url is None:
+        return None
+    if delivery is None:
+        return CallbackPublic(url=job.callback_url, status="waiting")
+    return CallbackPublic(
+        url=delivery.url,
+        status=delivery.status,
+        attempts=delivery.attempts,
+        last_error=delivery.last_error,
+        next_attempt_at=None if delivery.status != "pending" else delivery.next_attempt_at,
+        delivered_at=delivery.delivered_at,
+    )
+
+
+def job_public(job: Job, delivery: CallbackDelivery | None = None) -> JobPublic:
     counts = ImageCounts(
         succeeded=sum(i.status == ImageStatus.SUCCEEDED for i in job.images),
         failed=sum(i.status == ImageStatus.FAILED for i in job.images),
@@ -69,6 +94,7 @@ def job_public(job: Job) -> JobPublic:
         attempts=job.attempts,
         worker=job.worker,
         images=[image_public(i) for i in job.images],
+        callback=callback_public(job, delivery),
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
+from shared.callbacks import OwnerKind, enqueue_callbacks
 from shared.db.base import utcnow
 from shared.db.models import ImageStatus, Job, JobImage, JobStatus
 from shared.errors import AppError
@@ -120,8 +121,10 @@ def finish(session: Session, job_id: uuid.UUID) -> tuple[str, float] | None:
         update(Job)
         .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
         .values(**values)
-        .returning(Job.status, Job.created_at, Job.finished_at)
+        .returning(Job.status, Job.created_at, Job.finished_at, Job.callback_url)
     ).first()
+    if row is not None and row.callback_url:  # outbox row, same transaction as the status
+        enqueue_callbacks(session, OwnerKind.JOB, [job_id])
     session.commit()
     return None if row is None else (row.status, (row.finished_at - row.created_at).total_seconds())
 
@@ -137,4 +140,5 @@ def fail(session: Session, job_id: uuid.UUID, error: AppError) -> None:
             finished_at=utcnow(),
         )
     )
+    enqueue_callbacks(session, OwnerKind.JOB, [job_id])
     session.commit()

@@ -76,11 +76,24 @@ class JobSummary(BaseModel):
     error: ProblemRef | None = None
 
 
+class CallbackPublic(BaseModel):
+    url: str
+    status: Literal["waiting", "pending", "delivered", "failed"] = Field(
+        description="`waiting` until the job finishes; then `pending` (being sent or "
+        "retried), `delivered` (2xx received) or `failed` (attempts used up)"
+    )
+    attempts: int = 0
+    last_error: str | None = None
+    next_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+
+
 class JobPublic(JobSummary):
     params: dict[str, Any]
     attempts: int
     worker: str | None = Field(None, description="Worker node that ran the job")
     images: list[ImagePublic]
+    callback: CallbackPublic | None = None
 
 
 class JobsPublic(BaseModel):

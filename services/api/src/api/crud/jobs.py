@@ -13,7 +13,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from shared.db.base import utcnow
-from shared.db.models import ImageStatus, Job, JobImage, JobStatus, ModelVersion, Priority
+from shared.db.models import (
+    CallbackDelivery,
+    ImageStatus,
+    Job,
+    JobImage,
+    JobStatus,
+    ModelVersion,
+    Priority,
+)
 from shared.errors import Conflict, InvalidRequest, JobNotFound
 
 
@@ -171,3 +179,14 @@ async def cancel_job(*, session: AsyncSession, tenant_id: uuid.UUID, job_id: uui
             job_id=str(job_id),
             job_status=job.status,
         )
+
+
+async def callback_delivery(*, session: AsyncSession, job_id: uuid.UUID) -> CallbackDelivery | None:
+    """The job's completion callback (outbox row), if it has been enqueued."""
+    delivery: CallbackDelivery | None = await session.scalar(
+        select(CallbackDelivery)
+        .where(CallbackDelivery.owner_id == job_id, CallbackDelivery.owner_kind == "job")
+        .order_by(CallbackDelivery.created_at.desc())
+        .limit(1)
+    )
+    return delivery

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from api import audit, views
 from api.auth import JobsRead, JobsWrite
@@ -17,6 +18,7 @@ from api.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
 from api.enqueue import submit_inference
 from api.job_options import check_params, merge_form_fields, pick_queue
 from api.uploads import store_uploads
+from shared.callbacks import OwnerKind, enqueue_statement, validate_callback_url
 from shared.db.base import utcnow
 from shared.db.models import JobStatus, Priority
 from shared.errors import InvalidRequest, ServiceUnavailable
@@ -63,6 +65,13 @@ async def create_job(
     queue: Annotated[
         Literal["cpu", "gpu"] | None, Form(description="Default: the model's deployment queue")
     ] = None,
+    callback_url: Annotated[
+        str | None,
+        Form(
+            description="POSTed a signed JSON summary when the job finishes; its host must "
+            "be in the server's callback allow-list"
+        ),
+    ] = None,
 ) -> JobPublic:
     """Submit one or more images to a model; poll the returned job for results."""
     job_params = merge_form_fields(
@@ -70,6 +79,8 @@ async def create_job(
     )
     version = await session.run_sync(resolve_model_version, model, principal.tenant_id)
     check_params(version, job_params)
+    if callback_url is not None:  # resolves DNS: off the event loop
+        callback_url = await run_in_threadpool(validate_callback_url, callback_url, settings)
     images = await store_uploads(files, settings=settings, store=store)
     job = crud.create_job(
         session=session,
@@ -80,6 +91,7 @@ async def create_job(
         queue=pick_queue(version, queue),
         images=images,
     )
+    job.callback_url = callback_url
     await audit.record(
         session,
         principal,
@@ -94,6 +106,8 @@ async def create_job(
     except ServiceUnavailable as exc:
         job.status, job.finished_at = JobStatus.FAILED, utcnow()
         job.error_type, job.error_detail = exc.type, exc.detail
+        await session.flush()
+        await session.execute(enqueue_statement(OwnerKind.JOB, [job.id]))
         await session.commit()
         raise
     response.headers["Location"] = f"/v1/jobs/{job.id}"
@@ -107,7 +121,8 @@ async def read_job(job_id: uuid.UUID, principal: JobsRead, session: SessionDep) 
     # Results are patient data: every read of them is audited.
     await audit.record(session, principal, "job.read", "job", str(job.id))
     await session.commit()
-    return views.job_public(job)
+    delivery = await crud.callback_delivery(session=session, job_id=job.id)
+    return views.job_public(job, delivery)
 
 
 @router.get("", response_model=JobsPublic)
@@ -142,6 +157,7 @@ async def cancel_job(job_id: uuid.UUID, principal: JobsWrite, session: SessionDe
     """Cancel a queued or running job; finished jobs are left as they are (409)."""
     await crud.cancel_job(session=session, tenant_id=principal.tenant_id, job_id=job_id)
     await audit.record(session, principal, "job.cancel", "job", str(job_id))
+    await session.execute(enqueue_statement(OwnerKind.JOB, [job_id]))
     await session.commit()
     job = await crud.get_job(session=session, tenant_id=principal.tenant_id, job_id=job_id)
     return views.job_public(job)
