@@ -86,14 +86,21 @@ def _pattern(raw: str | None) -> str | None:
 
 
 def _vet_and_store(
-    source: IO[bytes], fmt: SourceFormat | None, settings: Settings, store: BlobStore
-) -> tuple[SourceFormat, str, str]:
-    """Central-directory checks (fast 4xx), format detection, then the zip goes to the store."""
+    source: IO[bytes],
+    fmt: SourceFormat | None,
+    task: Task | None,
+    settings: Settings,
+    store: BlobStore,
+) -> tuple[SourceFormat, Task, str, str]:
+    """Central-directory checks and format detection (fast 4xx), then store the zip."""
     with open_archive(source, ZipLimits.from_settings(settings)) as archive:
         fmt = fmt or detect_format(archive)
+    resolved = task_of(fmt, task)
+    if resolved is None:
+        raise InvalidRequest("a Label Studio export can hold either task: send `task`")
     source.seek(0)
     key, digest = store.put_fileobj(source, prefix="datasets", suffix=".zip")
-    return fmt, key, digest
+    return fmt, resolved, key, digest
 
 
 @router.post(
@@ -132,10 +139,9 @@ async def create_dataset_version(
         "group_pattern": _pattern(group_pattern),
         "on_duplicate": on_duplicate.value,
     }
-    fmt, key, digest = await run_in_threadpool(_vet_and_store, file.file, format, settings, store)
-    resolved = task_of(fmt, task)
-    if resolved is None:
-        raise InvalidRequest("a Label Studio export can hold either task: send `task`")
+    fmt, resolved, key, digest = await run_in_threadpool(
+        _vet_and_store, file.file, format, task, settings, store
+    )
     dataset, version = await crud.create_version(
         session=session,
         tenant_id=principal.tenant_id,
