@@ -56,3 +56,22 @@ async def submit_dataset_import(celery: Celery, *, version_id: uuid.UUID) -> Non
         raise ServiceUnavailable(
             "The job queue is not reachable; the import was not started. Upload again shortly."
         ) from exc
+
+
+async def submit_training(celery: Celery, *, training_job_id: uuid.UUID) -> None:
+    """Send a training job to the `train` queue; ServiceUnavailable if the broker is down."""
+    try:
+        await run_in_threadpool(
+            celery.send_task,
+            TaskName.FINE_TUNE,
+            kwargs={"training_job_id": str(training_job_id)},
+            queue=Queue.TRAIN.value,
+            retry=True,
+            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+        )
+    except (BrokerError, OSError) as exc:
+        log.warning("broker unavailable while enqueueing training job %s: %s", training_job_id, exc)
+        raise ServiceUnavailable(
+            "The job queue is not reachable; the training job was not started. Retry shortly.",
+            training_job_id=str(training_job_id),
+        ) from exc

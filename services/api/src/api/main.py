@@ -13,7 +13,7 @@ from api.idempotency import IdempotencyMiddleware
 from api.limits import BodyLimitMiddleware
 from api.observability import RequestContextMiddleware
 from api.problems import register_problem_handlers
-from api.routes import artifacts, audit, datasets, health, jobs, models
+from api.routes import artifacts, audit, datasets, health, jobs, models, training_jobs
 from shared.config import Settings, get_settings
 from shared.db.session import make_async_engine, make_async_sessionmaker
 from shared.logs import configure_logging
@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(observability.router)
     app.include_router(jobs.router, prefix="/v1")
     app.include_router(datasets.router, prefix="/v1")
+    app.include_router(training_jobs.router, prefix="/v1")
     app.include_router(artifacts.router, prefix="/v1")
     app.include_router(models.router, prefix="/v1")
     app.include_router(audit.router, prefix="/v1")

@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.training_metrics import training_families
 from shared.db.models import Job
 from shared.logs import request_id
 from shared.queueing import PRIORITY_STEPS
@@ -103,6 +104,11 @@ async def _job_counts(request: Request) -> GaugeMetricFamily:
     return gauge
 
 
+async def _training(request: Request) -> list[Any]:
+    async with request.app.state.sessionmaker() as session:
+        return await training_families(session)
+
+
 async def _queue_depths(redis: Redis) -> GaugeMetricFamily:
     gauge = GaugeMetricFamily("medimg_queue_depth", "Messages waiting per queue", labels=["queue"])
     async with redis.pipeline(transaction=False) as pipe:
@@ -129,7 +135,13 @@ async def metrics(request: Request) -> Response:
     """Prometheus exposition: HTTP metrics plus job and queue gauges read at scrape time."""
     registry = CollectorRegistry()
     registry.register(
-        _Static([await _job_counts(request), await _queue_depths(request.app.state.redis)])
+        _Static(
+            [
+                await _job_counts(request),
+                await _queue_depths(request.app.state.redis),
+                *await _training(request),
+            ]
+        )
     )
     body = generate_latest(REGISTRY) + generate_latest(registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import copy
 import platform
-import random
 import shlex
 import time
 from pathlib import Path
@@ -37,7 +36,13 @@ from trainer.card import (
 )
 from trainer.data import NpzClassification, sha256_file
 from trainer.datacards import DATACARDS
-from trainer.engine import evaluate, make_criterion, train_one_epoch
+from trainer.engine import (
+    evaluate,
+    make_criterion,
+    param_groups,
+    seed_everything,
+    train_one_epoch,
+)
 from trainer.presets import ClassificationPresetTrain
 
 
@@ -85,22 +90,6 @@ def format_command(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         elif value is not None:
             parts += [flag, str(value)]
     return shlex.join(parts)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    # No decay on biases and norm scales: shrinking them only fights BatchNorm.
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0},
-    ]
 
 
 def main(args: argparse.Namespace) -> ModelCard:

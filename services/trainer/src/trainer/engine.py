@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import random
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,20 +44,36 @@ def train_one_epoch(
     device: torch.device,
     *,
     channels_last: bool = False,
+    scaler: torch.amp.GradScaler | None = None,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> float:
-    """Train for one pass over ``loader``; returns the sample-weighted mean training loss."""
+    """Train for one pass over ``loader``; returns the sample-weighted mean training loss.
+
+    Args:
+        scaler: enables mixed precision (autocast to fp16 on CUDA) with loss scaling.
+        on_step: called after every optimiser step with (1-based step, loss); it may raise
+            to stop the epoch (cancellation).
+    """
     model.train()
     total, n = 0.0, 0
-    for images, targets in loader:
+    for step, (images, targets) in enumerate(loader, start=1):
         images, targets = images.to(device), targets.to(device)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        loss = criterion(model(images), targets)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=scaler is not None):
+            loss = criterion(model(images), targets)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
         total += loss.item() * len(targets)
         n += len(targets)
+        if on_step is not None:
+            on_step(step, loss.item())
     return total / max(n, 1)
 
 
@@ -81,3 +99,19 @@ def evaluate(
     p = np.concatenate(probs) if probs else np.empty((0, 0), dtype=np.float32)
     y = np.concatenate(labels) if labels else np.empty(0, dtype=np.int64)
     return EvalOutput(probs=p, labels=y, loss=total / max(len(y), 1))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    # No decay on biases and norm scales: shrinking them only fights BatchNorm.
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0},
+    ]

@@ -7,6 +7,7 @@ Convention everywhere: ``scores`` are probabilities of the positive class, ``lab
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,3 +183,61 @@ def youden_threshold(scores: ArrayLike, labels: ArrayLike) -> float:
     fpr, tpr, thresholds = roc_curve(scores, labels)
     j = tpr[1:] - fpr[1:]  # skip the +inf point, which calls nothing positive
     return float(thresholds[1:][int(np.argmax(j))])
+
+
+def bootstrap_ci(
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    scores: ArrayLike,
+    labels: ArrayLike,
+    *,
+    samples: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of ``metric(scores, labels)`` over cases drawn with
+    replacement (``scores`` may be 1-D or one row per case).
+
+    Resamples on which the metric is undefined (e.g. AUROC of a one-class draw) are skipped.
+
+    Returns:
+        (low, high) of the ``1 - alpha`` interval, or None when ``samples`` is 0 or fewer
+        than half of the resamples were defined.
+    """
+    s = np.asarray(scores)
+    y = np.asarray(labels).reshape(-1)
+    if samples <= 0 or len(y) == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(samples):
+        idx = rng.integers(0, len(y), len(y))
+        try:
+            values.append(metric(s[idx], y[idx]))
+        except ValueError:
+            continue
+    if len(values) < samples / 2:
+        return None
+    low, high = np.quantile(np.asarray(values), [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
+def macro_auroc(probs: ArrayLike, labels: ArrayLike) -> float:
+    """Mean one-vs-rest AUROC over the classes present (probs: one column per class).
+
+    Raises:
+        ValueError: fewer than two classes present.
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(labels).reshape(-1)
+    present = [c for c in range(p.shape[1]) if (y == c).any()]
+    if len(present) < 2:
+        raise ValueError("AUROC needs at least two classes present")
+    return float(np.mean([auroc(p[:, c], (y == c).astype(int)) for c in present]))
+
+
+def multiclass_confusion(probs: ArrayLike, labels: ArrayLike) -> np.ndarray:
+    """KxK int matrix of argmax predictions (rows: truth, columns: prediction)."""
+    p = np.asarray(probs)
+    y = np.asarray(labels).reshape(-1).astype(np.int64)
+    k = p.shape[1]
+    return np.bincount(y * k + p.argmax(axis=1), minlength=k * k).reshape(k, k)

