@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     max_image_pixels: int = 50_000_000
     # Whole request body; a CT series of a few hundred slices fits, a runaway upload does not.
     max_request_bytes: int = 512 * 1024 * 1024
+    # Model uploads (POST /v1/models): the weights file, also once unpacked from a package.
+    max_model_bytes: int = 500 * 1024 * 1024
 
     # Dataset zips (shared.datasets.safezip): checked from the central directory at upload and
     # again while streaming each member, since declared sizes can lie.

@@ -160,3 +160,44 @@ class InvalidDataset(AppError):
     type = "invalid-dataset"
     title = "Dataset content is invalid"
     status = 422
+
+
+class InvalidModelCard(AppError):
+    """The model card does not validate; `errors` lists each field path and problem."""
+
+    type = "invalid-model-card"
+    title = "Model card is invalid"
+    status = 422
+
+
+class InvalidModelPackage(AppError):
+    """The weights do not fit the card (architecture, head, channels) or are no checkpoint."""
+
+    type = "invalid-model-package"
+    title = "Model package is invalid"
+    status = 422
+
+
+class UnsafeCheckpoint(InvalidModelPackage):
+    """The checkpoint's pickle references code, which a weights-only checkpoint never does."""
+
+    type = "unsafe-checkpoint"
+    title = "Checkpoint references disallowed code"
+
+
+class ChecksumMismatch(AppError):
+    type = "checksum-mismatch"
+    title = "Checksum does not match the upload"
+    status = 422
+
+
+class UnsupportedModelPackage(AppError):
+    type = "unsupported-model-package"
+    title = "Unsupported model package format"
+    status = 415
+
+
+class ModelTooLarge(AppError):
+    type = "model-too-large"
+    title = "Model package exceeds the size limit"
+    status = 413

@@ -104,9 +104,9 @@ def resolve_model_version(session: Session, ref: str, tenant_id: uuid.UUID) -> M
 def _pick(session: Session, model: Model, ref: ModelRef) -> ModelVersion:
     if ref.version is not None:
         version = session.scalar(
-            select(ModelVersion).where(
-                ModelVersion.model_id == model.id, ModelVersion.version == ref.version
-            )
+            select(ModelVersion)
+            .where(ModelVersion.model_id == model.id, ModelVersion.version == ref.version)
+            .options(selectinload(ModelVersion.model))
         )
         if version is None:
             raise _not_found(ref, f"model {model.name!r} has no version {ref.version}")
@@ -125,6 +125,7 @@ def _pick(session: Session, model: Model, ref: ModelRef) -> ModelVersion:
         .where(ModelVersion.model_id == model.id, ModelVersion.deleted_at.is_(None))
         .order_by(ModelVersion.deprecated_at.is_not(None), ModelVersion.version.desc())
         .limit(1)
+        .options(selectinload(ModelVersion.model))
     )
     if newest is None:
         raise _not_found(ref, f"model {model.name!r} has no live versions")

@@ -28,12 +28,25 @@ def _problem(type_: str | None, detail: str | None) -> ProblemRef | None:
     return ProblemRef(type=type_, detail=detail or "") if type_ else None
 
 
+def deprecation_note(version: ModelVersion) -> str | None:
+    """Why a result's model should no longer be relied on, if it should not."""
+    model = version.model
+    if version.deleted_at or model.deleted_at:
+        when = version.deleted_at or model.deleted_at
+        return f"deleted on {when:%Y-%m-%d}: no new jobs run it; this result stays readable"
+    for target in (version, model):
+        if target.deprecated_at is not None:
+            return f"deprecated on {target.deprecated_at:%Y-%m-%d}: {target.deprecation_reason}"
+    return None
+
+
 def model_ref(version: ModelVersion) -> ModelRefPublic:
     return ModelRefPublic(
         name=version.model.name,
         version=version.version,
         ref=version.ref,
         architecture=version.architecture,
+        deprecated=deprecation_note(version),
     )
 
 
@@ -98,7 +111,9 @@ def job_public(job: Job, delivery: CallbackDelivery | None = None) -> JobPublic:
     )
 
 
-def model_version_public(version: ModelVersion, model: Model) -> ModelVersionPublic:
+def model_version_public(
+    version: ModelVersion, model: Model, aliases: list[str] | None = None
+) -> ModelVersionPublic:
     return ModelVersionPublic(
         name=model.name,
         version=version.version,
@@ -111,15 +126,30 @@ def model_version_public(version: ModelVersion, model: Model) -> ModelVersionPub
         weights_sha256=version.weights_sha256,
         created_at=version.created_at,
         card=version.card,
+        kind=version.kind,  # type: ignore[arg-type]
+        members=version.members,
+        aliases=sorted(aliases or []),
+        deprecated_at=version.deprecated_at,
+        deprecation_reason=version.deprecation_reason,
+        deleted_at=version.deleted_at,
     )
 
 
-def model_public(model: Model) -> ModelPublic:
-    latest = model.versions[-1]
+def model_public(model: Model, aliases: dict[str, int] | None = None) -> ModelPublic:
+    """``latest`` is the newest version not deleted (the newest at all once all are)."""
+    aliases = aliases or {}
+    live = [v for v in model.versions if v.deleted_at is None] or model.versions
+    latest = live[-1]
     return ModelPublic(
         name=model.name,
         task=model.task,  # type: ignore[arg-type]
         description=model.description,
-        latest=model_version_public(latest, model),
+        latest=model_version_public(
+            latest, model, [a for a, n in aliases.items() if n == latest.version]
+        ),
         versions=[v.version for v in model.versions],
+        aliases=aliases,
+        deprecated_at=model.deprecated_at,
+        deprecation_reason=model.deprecation_reason,
+        deleted_at=model.deleted_at,
     )

@@ -113,6 +113,7 @@ class Model(UUIDPrimaryKey, CreatedAt, Base):
     deprecated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Deleted: hidden and no longer servable; rows stay so old results keep their model.
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deprecation_reason: Mapped[str | None] = mapped_column(Text)
 
     versions: Mapped[list[ModelVersion]] = relationship(
         back_populates="model", order_by="ModelVersion.version"
@@ -140,6 +141,7 @@ class ModelVersion(UUIDPrimaryKey, CreatedAt, Base):
     members: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
     deprecated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deprecation_reason: Mapped[str | None] = mapped_column(Text)
 
     model: Mapped[Model] = relationship(back_populates="versions")
 

@@ -9,6 +9,7 @@ from torch import nn
 from torchvision import models as tvm
 
 from shared.ml.efficientnet_lite import efficientnet_lite0
+from shared.ml_catalog import architectures_for
 
 
 def _torchvision(builder: Callable[..., nn.Module]) -> Callable[[int], nn.Module]:
@@ -29,6 +30,11 @@ CLASSIFIERS: dict[str, Callable[[int], nn.Module]] = {
     "mobilenet_v3_large": _torchvision(tvm.mobilenet_v3_large),
     "mobilenet_v3_small": _torchvision(tvm.mobilenet_v3_small),
 }
+# The API validates uploads against the torch-free catalogue: it must list exactly these.
+assert set(CLASSIFIERS) == set(architectures_for("classification")), (
+    "shared.ml_catalog.ARCHITECTURES and CLASSIFIERS disagree: "
+    f"{sorted(set(CLASSIFIERS) ^ set(architectures_for('classification')))}"
+)
 
 
 def build_classifier(architecture: str, num_classes: int) -> nn.Module:

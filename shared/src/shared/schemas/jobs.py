@@ -60,6 +60,9 @@ class ModelRefPublic(BaseModel):
     version: int
     ref: str = Field(description="Exact version that ran, as name:version")
     architecture: str
+    deprecated: str | None = Field(
+        None, description="Set when the version (or model) is deprecated or deleted: why and when"
+    )
 
 
 class JobSummary(BaseModel):

@@ -152,6 +152,16 @@ class ModelVersionPublic(BaseModel):
     weights_sha256: str
     created_at: datetime
     card: dict[str, Any]
+    kind: ModelKind = "single"
+    members: list[dict[str, Any]] | None = Field(
+        None, description="Ensembles: members pinned to exact versions, with vote weights"
+    )
+    aliases: list[str] = Field(default_factory=list)
+    deprecated_at: datetime | None = None
+    deprecation_reason: str | None = None
+    deleted_at: datetime | None = Field(
+        None, description="Deleted versions run no new jobs; their results stay readable"
+    )
 
 
 class ModelPublic(BaseModel):
@@ -160,6 +170,30 @@ class ModelPublic(BaseModel):
     description: str
     latest: ModelVersionPublic
     versions: list[int]
+    aliases: dict[str, int] = Field(
+        default_factory=dict, description="Alias -> version; `name` alone runs `production`"
+    )
+    deprecated_at: datetime | None = None
+    deprecation_reason: str | None = None
+    deleted_at: datetime | None = None
+
+
+class AliasUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(ge=1)
+
+
+class AliasPublic(BaseModel):
+    alias: str
+    version: int
+    ref: str
+
+
+class DeprecationCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=2000)
 
 
 class ModelsPublic(BaseModel):
