@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     # Worker tuning (see PERF_BASELINES.md: few threads per process, batch on CPU).
     torch_threads: int | None = None
     max_batch_size: int = 8
+    # Micro-batching: a job with fewer images than max_batch_size also takes queued jobs of
+    # the same model version, waiting at most this long for more to arrive (0: no wait).
+    max_batch_wait_ms: float = 5.0
 
     # Job-completion callbacks (shared.callbacks, docs/security.md). Hostnames, `*.domain`
     # wildcards or IPs/CIDRs, comma-separated; empty turns callbacks off. Resolved addresses

@@ -27,6 +27,16 @@ class ImageOutcome:
     error: AppError | None = None
 
 
+def running_values(worker: str) -> dict[str, Any]:
+    """What a claim sets: by claim() and by micro-batching (worker.batching) alike."""
+    return {
+        "status": JobStatus.RUNNING,
+        "started_at": func.coalesce(Job.started_at, func.now()),
+        "attempts": Job.attempts + 1,
+        "worker": worker,
+    }
+
+
 def claim(session: Session, job_id: uuid.UUID, worker: str) -> Job | None:
     """Move a queued (or redelivered running) job to running; None if there is nothing to do."""
     job = session.scalar(

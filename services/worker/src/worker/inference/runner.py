@@ -7,8 +7,10 @@ import threading
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from sqlalchemy.orm import Session
 from torch import nn
 
 from shared.db.models import ModelVersion
@@ -29,6 +31,16 @@ class LoadedModel:
     network: nn.Module
     preset: ClassificationPresetEval
     device: torch.device
+
+    @property
+    def decode_size(self) -> int:
+        """Side the decoder may reduce an image to before preprocessing (JPEG draft)."""
+        spec = self.card.input
+        return spec.native_size or spec.size
+
+    @property
+    def decode_sizes(self) -> set[int]:
+        return {self.decode_size}
 
     @torch.inference_mode()
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
@@ -68,17 +80,31 @@ def load_model(version: ModelVersion, store: BlobStore, device: torch.device) ->
 
 
 class ModelCache:
-    """Keeps the most recently used models in memory: load once per process, reuse."""
+    """Keeps the most recently used models in memory: load once per process, reuse.
 
-    def __init__(self, store: BlobStore, capacity: int = 4) -> None:
+    An ensemble's members are cached as models of their own, so a member shared by two
+    ensembles (or also used alone) is loaded once.
+    """
+
+    def __init__(self, store: BlobStore, capacity: int = 4, device: torch.device | None = None):
         self.store = store
         self.capacity = capacity
-        self.device = pick_device()
+        self.device = device or pick_device()
         self._models: OrderedDict[uuid.UUID, LoadedModel] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
-    def get(self, version: ModelVersion) -> LoadedModel:
+    def get(self, version: ModelVersion, session: Session | None = None) -> Any:
+        """The loaded model (LoadedModel) or ensemble (LoadedEnsemble) of ``version``.
+
+        Raises:
+            ModelUnavailable: see load_model; for ensembles also a member that is missing,
+                deleted or labels differently.
+        """
         with self._lock:
+            if version.kind == "ensemble":
+                if session is None:
+                    raise ValueError("loading an ensemble needs a session for its members")
+                return self._ensemble(version, session)
             model = self._models.get(version.id)
             if model is None:
                 model = load_model(version, self.store, self.device)
@@ -87,3 +113,25 @@ class ModelCache:
                     self._models.popitem(last=False)
             self._models.move_to_end(version.id)
             return model
+
+    def _ensemble(self, version: ModelVersion, session: Session) -> Any:
+        from worker.inference.ensemble import LoadedEnsemble, Member
+
+        card = ModelCard.model_validate(version.card)
+        members = []
+        for entry in version.members or []:
+            member = session.get(ModelVersion, uuid.UUID(str(entry["version_id"])))
+            if member is None or member.kind != "single":
+                raise ModelUnavailable(
+                    f"member {entry.get('ref')} of ensemble {version.ref} is not a loadable model"
+                )
+            loaded = self.get(member)
+            if loaded.card.labels != card.labels:
+                raise ModelUnavailable(
+                    f"member {member.ref} of {version.ref} has labels {loaded.card.labels}, "
+                    f"the ensemble {card.labels}"
+                )
+            members.append(Member(loaded, float(entry.get("weight") or 1.0)))
+        if len(members) < 2:
+            raise ModelUnavailable(f"ensemble {version.ref} has fewer than two members")
+        return LoadedEnsemble(version.id, version.ref, card, members)
