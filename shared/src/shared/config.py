@@ -99,6 +99,8 @@ class Settings(BaseSettings):
 
     # Uploaded DICOM is de-identified (PS3.15 basic profile) before it is stored.
     deidentify_uploads: bool = True
+    # Mixed into replacement UIDs (2.25.<hash>): set it so original UIDs cannot be guessed back.
+    deidentify_uid_salt: SecretStr = SecretStr("")
 
     @field_validator("callback_allowed_hosts", "callback_blocked_cidrs", mode="before")
     @classmethod

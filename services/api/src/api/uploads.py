@@ -14,8 +14,9 @@ from starlette.concurrency import run_in_threadpool
 
 from api.crud.jobs import StoredImage
 from shared.config import Settings
-from shared.errors import AppError, InvalidRequest, PayloadTooLarge
+from shared.errors import AppError, InvalidImage, InvalidRequest, PayloadTooLarge
 from shared.imaging.decode import probe_image
+from shared.imaging.deid import deidentify
 from shared.storage import BlobStore
 
 SUFFIX = {"png": ".png", "jpeg": ".jpg", "dicom": ".dcm"}
@@ -35,6 +36,14 @@ async def _read_limited(upload: UploadFile, limit: int) -> bytes:
             f"file {upload.filename!r} is larger than the {limit // (1024 * 1024)} MiB limit"
         )
     return data
+
+
+def _deidentify(data: bytes, settings: Settings) -> bytes:
+    salt = settings.deidentify_uid_salt.get_secret_value().encode()
+    try:
+        return deidentify(data, uid_salt=salt).data
+    except Exception as exc:  # pydicom cannot rewrite a header it could read
+        raise InvalidImage(f"the DICOM header could not be de-identified: {exc}") from exc
 
 
 def _store(store: BlobStore, data: bytes, fmt: str) -> tuple[str, str]:
@@ -60,6 +69,8 @@ async def store_uploads(
             if not data:
                 raise InvalidRequest(f"file {name!r} is empty")
             info = await run_in_threadpool(probe_image, data, max_pixels=settings.max_image_pixels)
+            if info.format == "dicom" and settings.deidentify_uploads:
+                data = await run_in_threadpool(_deidentify, data, settings)
         except AppError as exc:
             rejected.append(_Rejected(index, name, exc))
             continue
