@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cli.stack import Stack
 from shared.db.models import AuditEvent
 from tests.conftest import FIXTURES, KeyFactory, client_for
+from tests.fixtures.datasets import pneumonia_tiny_zip
 
 PNG = FIXTURES / "pneumoniamnist" / "test_0001_normal.png"
 
@@ -102,3 +103,15 @@ def test_audit_pages_with_a_stable_cursor_and_time_window(
         for event in session.scalars(select(AuditEvent).where(AuditEvent.action == "test.page")):
             session.delete(event)
         session.commit()
+
+
+def test_dataset_upload_is_audited(stack: Stack, api: httpx.Client, make_key: KeyFactory) -> None:
+    tenant = f"audit-ds-{uuid.uuid4().hex[:6]}"
+    with client_for(stack, make_key(tenant=tenant, scopes=("train",))) as client:
+        files = {"file": ("tiny.zip", pneumonia_tiny_zip(), "application/zip")}
+        created = client.post("/v1/datasets", data={"name": "audited"}, files=files)
+        assert created.status_code == 202, created.text
+    (event,) = _events(api, tenant=tenant, action="dataset.create")
+    assert event["resource_type"] == "dataset"
+    assert event["detail"]["version"] == created.json()["version"]
+    assert event["request_id"] == created.headers["x-request-id"]

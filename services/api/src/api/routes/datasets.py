@@ -15,6 +15,7 @@ from typing import IO, Annotated
 from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile, status
 from starlette.concurrency import run_in_threadpool
 
+from api import audit
 from api import dataset_views as views
 from api.auth import Principal, authenticate
 from api.crud import datasets as crud
@@ -152,6 +153,14 @@ async def create_dataset_version(
         upload_key=key,
         upload_sha256=digest,
         split_spec=spec,
+    )
+    await audit.record(
+        session,
+        principal,
+        "dataset.create",
+        "dataset",
+        str(dataset.id),
+        {"version": version.version, "format": fmt.value, "sha256": digest},
     )
     await session.commit()
     try:
