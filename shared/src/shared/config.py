@@ -76,6 +76,22 @@ class Settings(BaseSettings):
     # the same model version, waiting at most this long for more to arrive (0: no wait).
     max_batch_wait_ms: float = 5.0
 
+    # Delivery (see docs/reliability.md). A worker holds a claimed job for job_lease_seconds,
+    # renewed after every batch; past it, another worker may take the job over.
+    job_lease_seconds: int = 120
+    # Claims of one job (first run + redeliveries) before it fails as `attempts-exceeded`.
+    max_attempts: int = 3
+    # The reconciler (in the API) re-sends jobs the broker lost and fails expired ones.
+    reconcile_interval_seconds: float = 30
+    # A queued job younger than this is left alone: its message may still be in flight.
+    reconcile_grace_seconds: float = 60
+    # Per task type: the soft limit fails the job as `time-limit`; the hard limit kills the
+    # process if the task ignores the soft one. Both stay under the broker's visibility timeout.
+    infer_soft_time_limit: float = 900
+    infer_hard_time_limit: float = 960
+    import_soft_time_limit: float = 1800
+    import_hard_time_limit: float = 1860
+
     # Job-completion callbacks (shared.callbacks, docs/security.md). Hostnames, `*.domain`
     # wildcards or IPs/CIDRs, comma-separated; empty turns callbacks off. Resolved addresses
     # must be public unless inside an allow-listed CIDR.

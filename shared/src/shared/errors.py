@@ -117,6 +117,29 @@ class ServiceUnavailable(AppError):
     status = 503
 
 
+class TimeLimitExceeded(AppError):
+    """A job's task ran past its soft time limit (a job error, never an HTTP response)."""
+
+    type = "time-limit"
+    title = "Job exceeded its time limit"
+    status = 500
+
+
+class AttemptsExceeded(AppError):
+    """A job was claimed more often than allowed: its workers kept dying or timing out."""
+
+    type = "attempts-exceeded"
+    title = "Job exceeded its delivery attempts"
+    status = 500
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"the job was started {limit} times and its worker stopped each time (crash, "
+            "kill or time limit) before it finished; it will not be retried. Submit it "
+            "again, or with fewer or smaller images."
+        )
+
+
 class DatasetNotFound(NotFound):
     type = "dataset-not-found"
     title = "Dataset not found"

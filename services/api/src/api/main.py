@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from api import callback_delivery, housekeeping, observability
+from api import callback_delivery, housekeeping, observability, reconciler
 from api.idempotency import IdempotencyMiddleware
 from api.limits import BodyLimitMiddleware
 from api.observability import RequestContextMiddleware
@@ -40,11 +40,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.celery = make_celery("api", settings.require_redis_url())
         app.state.store = BlobStore(settings.store_path)
         app.state.redis = Redis.from_url(settings.require_redis_url())
+        reconciling = reconciler.start(app)
         delivering = callback_delivery.start(app)
         expiring = housekeeping.start(app)
         yield
         await housekeeping.stop(delivering)
         await housekeeping.stop(expiring)
+        await reconciler.stop(reconciling)
         await app.state.redis.aclose()
         await engine.dispose()
 

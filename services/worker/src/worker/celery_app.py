@@ -8,11 +8,12 @@ import uuid
 from typing import Any
 
 from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import setup_logging, worker_init, worker_process_init, worker_process_shutdown
 from sqlalchemy.exc import OperationalError
 
 from shared.config import get_settings
-from shared.errors import AppError
+from shared.errors import AppError, TimeLimitExceeded
 from shared.logs import configure_logging
 from shared.logs import job_id as job_id_var
 from shared.queueing import make_celery
@@ -66,6 +67,17 @@ def infer(self: Task, job_id: str) -> None:
         run_inference_job(ctx, uuid.UUID(job_id), self.request.hostname or "unknown")
     except OperationalError:
         raise  # database hiccup: retried with backoff; the job row is still queued/running
+    except SoftTimeLimitExceeded:
+        log.warning("job exceeded its soft time limit of %s s", self.soft_time_limit)
+        with ctx.sessions() as session:
+            jobs.fail(
+                session,
+                uuid.UUID(job_id),
+                TimeLimitExceeded(
+                    f"the job ran longer than its {self.soft_time_limit:g} s time limit and "
+                    "was stopped; results stored so far are kept. Split it into smaller jobs."
+                ),
+            )
     except Exception:
         # Anything else is a bug or an unreadable model: fail the job visibly, never leave
         # it "running". The trace goes to the log, not to the client.

@@ -2,21 +2,32 @@
 
 Every transition is a conditional UPDATE on the job row: a cancelled or finished job
 is never moved back, and an image that already has a result is never written again.
+
+A claim is a lease: the claiming worker holds the job until `lease_expires_at`, renewed
+after every batch. A redelivered task takes over a running job only when that lease has
+expired (its worker died) or when it runs on the same worker node (a child process died
+and its own node redelivered the task). Each claim counts an attempt; past
+`max_attempts` the job fails as `attempts-exceeded` instead of looping forever.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, select, update
+from sqlalchemy import bindparam, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.callbacks import OwnerKind, enqueue_callbacks
+from shared.config import get_settings
 from shared.db.base import utcnow
 from shared.db.models import ImageStatus, Job, JobImage, JobStatus
-from shared.errors import AppError
+from shared.errors import AppError, AttemptsExceeded
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -27,6 +38,10 @@ class ImageOutcome:
     error: AppError | None = None
 
 
+def _lease_end() -> Any:
+    return func.now() + timedelta(seconds=get_settings().job_lease_seconds)
+
+
 def running_values(worker: str) -> dict[str, Any]:
     """What a claim sets: by claim() and by micro-batching (worker.batching) alike."""
     return {
@@ -34,23 +49,38 @@ def running_values(worker: str) -> dict[str, Any]:
         "started_at": func.coalesce(Job.started_at, func.now()),
         "attempts": Job.attempts + 1,
         "worker": worker,
+        "lease_expires_at": _lease_end(),
     }
 
 
 def claim(session: Session, job_id: uuid.UUID, worker: str) -> Job | None:
-    """Move a queued (or redelivered running) job to running; None if there is nothing to do."""
+    """Take a queued job, or a running one whose lease expired or that this node held.
+
+    Returns:
+        The running job, leased to `worker`; None when there is nothing to do: the job is
+        finished or cancelled, another live worker holds it (the reconciler re-sends it if
+        that lease expires), or it has used up its attempts (then it is failed here).
+    """
+    takeover = or_(
+        Job.status == JobStatus.QUEUED,
+        Job.lease_expires_at.is_(None),
+        Job.lease_expires_at < func.now(),
+        Job.worker == worker,
+    )
     job = session.scalar(
         update(Job)
-        .where(Job.id == job_id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
-        .values(
-            status=JobStatus.RUNNING,
-            started_at=func.coalesce(Job.started_at, func.now()),
-            attempts=Job.attempts + 1,
-            worker=worker,
-        )
+        .where(Job.id == job_id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]), takeover)
+        .values(**running_values(worker))
         .returning(Job)
     )
     session.commit()
+    if job is None:
+        return None
+    limit = get_settings().max_attempts
+    if job.attempts > limit:
+        log.warning("job %s claimed %d times; failing it", job_id, job.attempts)
+        fail(session, job_id, AttemptsExceeded(limit))
+        return None
     return job
 
 
@@ -65,7 +95,18 @@ def pending_images(session: Session, job_id: uuid.UUID) -> list[JobImage]:
 
 
 def is_running(session: Session, job_id: uuid.UUID) -> bool:
-    return session.scalar(select(Job.status).where(Job.id == job_id)) == JobStatus.RUNNING
+    """Whether the job is still running (not cancelled); renews its lease if so.
+
+    Called between batches, so a live worker keeps its lease and a dead one loses it.
+    """
+    renewed = session.scalar(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+        .values(lease_expires_at=_lease_end())
+        .returning(Job.id)
+    )
+    session.commit()
+    return renewed is not None
 
 
 def save_outcomes(session: Session, outcomes: list[ImageOutcome]) -> None:
@@ -118,7 +159,7 @@ def finish(session: Session, job_id: uuid.UUID) -> tuple[str, float] | None:
             func.min(JobImage.error_detail),
         ).where(JobImage.job_id == job_id)
     ).one()
-    values: dict[str, Any] = {"finished_at": utcnow()}
+    values: dict[str, Any] = {"finished_at": utcnow(), "lease_expires_at": None}
     if ok:
         values["status"] = JobStatus.SUCCEEDED
     else:
@@ -148,6 +189,7 @@ def fail(session: Session, job_id: uuid.UUID, error: AppError) -> None:
             error_type=error.type,
             error_detail=error.detail,
             finished_at=utcnow(),
+            lease_expires_at=None,
         )
     )
     enqueue_callbacks(session, OwnerKind.JOB, [job_id])
