@@ -24,9 +24,10 @@ class InputSpec(BaseModel):
     channels: Literal[1, 3] = 3
     mean: list[float] = Field(min_length=1, max_length=3)
     std: list[float] = Field(min_length=1, max_length=3)
-    resize: Literal["center_crop", "squash"] = Field(
+    resize: Literal["center_crop", "squash", "letterbox"] = Field(
         "center_crop",
-        description="center_crop: crop the central square, then resize; squash: resize as is",
+        description="center_crop: crop the central square, then resize; squash: resize as is; "
+        "letterbox: fit the whole image keeping its aspect, pad to a square (detection)",
     )
     native_size: int | None = Field(
         None,
