@@ -5,24 +5,30 @@ from __future__ import annotations
 import logging
 import uuid
 
+from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.datasets.importer import run_import
 from shared.db.base import utcnow
 from shared.db.models import DatasetStatus, DatasetVersion
+from shared.errors import AppError, TimeLimitExceeded
 from worker.context import get_context
 
 log = logging.getLogger(__name__)
 
 
-def _fail_unexpectedly(sessions: sessionmaker[Session], version_id: uuid.UUID) -> None:
+def _fail_unexpectedly(
+    sessions: sessionmaker[Session],
+    version_id: uuid.UUID,
+    error: AppError | None = None,
+) -> None:
+    error = error or AppError("the worker failed while importing; it has been logged")
     with sessions() as session:
         version = session.get(DatasetVersion, version_id)
         if version is not None and version.status == DatasetStatus.IMPORTING:
             version.status, version.finished_at = DatasetStatus.FAILED, utcnow()
-            version.error_type = "internal-error"
-            version.error_detail = "the worker failed while importing; it has been logged"
+            version.error_type, version.error_detail = error.type, error.detail
             session.commit()
 
 
@@ -33,6 +39,11 @@ def import_dataset_version(version_id: str) -> None:
         run_import(vid, sessions=ctx.sessions, store=ctx.store, settings=ctx.settings)
     except OperationalError:
         raise  # database hiccup: the task retries; the version is still importing
+    except SoftTimeLimitExceeded:
+        log.warning("dataset import exceeded its soft time limit")
+        limit = ctx.settings.import_soft_time_limit
+        detail = f"the import ran longer than its {limit:g} s time limit; split the dataset"
+        _fail_unexpectedly(ctx.sessions, vid, TimeLimitExceeded(detail))
     except Exception:
         # A bug must not leave the version "importing" forever; the trace goes to the log.
         log.exception("dataset import failed unexpectedly")
