@@ -36,6 +36,11 @@ def check_params(version: ModelVersion, params: JobParams) -> None:
             f"explain=gradcam needs a single classification model; {version.ref} is a "
             f"{card.kind} {card.task} model"
         )
+    if params.detection_fields and card.task != "detection":
+        raise InvalidRequest(
+            f"{', '.join(params.detection_fields)} apply to detection models; {version.ref} is "
+            f"a {card.task} model"
+        )
 
 
 def pick_queue(version: ModelVersion, requested: str | None) -> str:

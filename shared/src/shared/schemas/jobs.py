@@ -35,6 +35,29 @@ class JobParams(BaseModel):
         description="gradcam: store a Grad-CAM heatmap over each image as a job artifact "
         "(single classification models)",
     )
+    # Detection models only (checked against the model at submission).
+    score_threshold: float | None = Field(
+        None, ge=0, le=1, description="Detection: drop boxes scoring below this (default 0.3)"
+    )
+    nms_iou: float | None = Field(
+        None,
+        gt=0,
+        le=0.9,
+        description="Detection: per-class non-maximum suppression IoU (default 0.5); "
+        "higher keeps more overlapping boxes",
+    )
+    max_detections: int | None = Field(
+        None, ge=1, le=500, description="Detection: keep at most this many boxes (default 100)"
+    )
+    annotate: bool | None = Field(
+        None, description="Detection: store each image with its boxes drawn as a job artifact"
+    )
+
+    @property
+    def detection_fields(self) -> dict[str, Any]:
+        """The detection-only parameters this request sets."""
+        names = ("score_threshold", "nms_iou", "max_detections", "annotate")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
 
 class ProblemRef(BaseModel):

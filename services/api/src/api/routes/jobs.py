@@ -62,6 +62,10 @@ async def create_job(
     priority: Annotated[Priority, Form()] = Priority.ROUTINE,
     target_sensitivity: Annotated[float | None, Form(gt=0, le=1)] = None,
     explain: Annotated[Literal["gradcam"] | None, Form()] = None,
+    score_threshold: Annotated[float | None, Form(ge=0, le=1)] = None,
+    nms_iou: Annotated[float | None, Form(gt=0, le=0.9)] = None,
+    max_detections: Annotated[int | None, Form(ge=1, le=500)] = None,
+    annotate: Annotated[bool | None, Form()] = None,
     queue: Annotated[
         Literal["cpu", "gpu"] | None, Form(description="Default: the model's deployment queue")
     ] = None,
@@ -75,7 +79,13 @@ async def create_job(
 ) -> JobPublic:
     """Submit one or more images to a model; poll the returned job for results."""
     job_params = merge_form_fields(
-        _parse_params(params), target_sensitivity=target_sensitivity, explain=explain
+        _parse_params(params),
+        target_sensitivity=target_sensitivity,
+        explain=explain,
+        score_threshold=score_threshold,
+        nms_iou=nms_iou,
+        max_detections=max_detections,
+        annotate=annotate,
     )
     version = await session.run_sync(resolve_model_version, model, principal.tenant_id)
     check_params(version, job_params)

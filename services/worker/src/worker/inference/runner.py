@@ -69,6 +69,12 @@ def load_model(version: ModelVersion, store: BlobStore, device: torch.device) ->
     if sha256_file(path) != version.weights_sha256:
         raise ModelUnavailable(f"weights of {ref} in the store do not match their checksum")
     card = ModelCard.model_validate(version.card)
+    if card.task == "detection":
+        from worker.inference.detection import load_detector
+
+        detector = load_detector(path, card, ref, version.id, device)
+        log.info("loaded %s (%s) on %s", ref, version.architecture, device)
+        return detector  # type: ignore[return-value]  # same interface, detection outputs
     try:
         network = build_classifier(version.architecture, len(version.labels))
         network.load_state_dict(load_state_dict(str(path)), strict=True)

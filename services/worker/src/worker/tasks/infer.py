@@ -33,6 +33,7 @@ from worker import batching, jobs
 from worker.artifacts import artifact_url, encode_png, save_artifact
 from worker.context import WorkerContext
 from worker.inference import gradcam
+from worker.inference.detection import LoadedDetector, annotated_image
 from worker.inference.ensemble import LoadedEnsemble, ensemble_outputs
 from worker.inference.postprocess import classification_output
 from worker.inference.runner import LoadedModel
@@ -140,6 +141,14 @@ def _explain(model: LoadedModel, ready: _Ready, label: str) -> PendingArtifact:
     )  # fmt: skip
 
 
+def _annotate(model: LoadedDetector, ready: _Ready, output: dict[str, Any]) -> PendingArtifact:
+    """The uploaded image with its detected boxes drawn."""
+    rgb = annotated_image(ready.pixels[model.decode_size], ready.info, output, model.card.labels)
+    work = ready.item.work
+    name = f"boxes-{ready.item.image.index}.png"
+    return PendingArtifact(work.job_id, work.tenant_id, name, "image/png", encode_png(rgb))
+
+
 def predict_chunk(
     ctx: WorkerContext, model: LoadedModel | LoadedEnsemble, items: Sequence[WorkItem]
 ) -> ChunkResult:
@@ -168,6 +177,10 @@ def predict_chunk(
             compute_ms += (time.perf_counter() - explain_start) * 1000
             result.artifacts.append(artifact)
             output["artifacts"] = {"gradcam": artifact_url(artifact.job_id, artifact.name)}
+        if r.item.work.params.annotate and isinstance(model, LoadedDetector):
+            artifact = _annotate(model, r, output)
+            result.artifacts.append(artifact)
+            output["artifacts"] = {"boxes": artifact_url(artifact.job_id, artifact.name)}
         output["image"] = r.info
         output["timing"] = {
             "queue_ms": round(r.item.work.queue_ms, 3),
@@ -181,6 +194,12 @@ def predict_chunk(
 
 
 def _forward(model: LoadedModel | LoadedEnsemble, ready: list[_Ready]) -> list[dict[str, Any]]:
+    if isinstance(model, LoadedDetector):
+        return model.detect(
+            [r.pixels[model.decode_size] for r in ready],
+            [r.info for r in ready],
+            [r.item.work.params for r in ready],
+        )
     if isinstance(model, LoadedEnsemble):
         member_probs = model.member_probabilities([r.pixels for r in ready])
         # Jobs in one batch may ask for different operating points: combine per image.
