@@ -82,15 +82,21 @@ FROM python:3.11-slim-bookworm AS runtime
 RUN groupadd --system --gid 10001 medimg \
     && useradd --system --no-log-init --uid 10001 --gid medimg \
         --home-dir /home/medimg --create-home --shell /usr/sbin/nologin medimg \
-    && mkdir -p /data/store \
+    && mkdir -p /data/store /opt/torch-cache \
     && chown -R medimg:medimg /data
 # MEDIMG_BUNDLED_MODELS_DIR is explicit: shared.config derives its default from the source
 # checkout layout, which an installed package does not have. /data/store is created owned by
 # medimg so an empty named volume mounted there starts out writable.
+# TORCH_HOME: where ImageNet checkpoints for training are looked up (hub/checkpoints/<file>),
+# never downloaded; an optional read-only mount (compose: TORCH_CACHE_DIR; Kubernetes:
+# components/torch-cache). The API reads the same path to refuse jobs whose file is missing.
+# MPLCONFIGDIR: Matplotlib (training curves) needs a writable cache; /tmp is the writable one.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     XDG_CACHE_HOME=/tmp/.cache \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    TORCH_HOME=/opt/torch-cache \
     MEDIMG_ENVIRONMENT=production \
     MEDIMG_DATA_DIR=/data \
     MEDIMG_STORE_DIR=/data/store \

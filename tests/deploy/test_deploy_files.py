@@ -8,6 +8,7 @@ test suite start on the host.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -24,6 +25,8 @@ import pytest
 import yaml
 
 from cli import services
+from shared.config import Settings
+from shared.db.models import JobStatus, TrainingJob
 from shared.queueing import PRIORITY_STEPS, make_celery
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,6 +81,61 @@ CHECKOV_ALLOWED_DEV = {
 }
 
 PLATFORM_DEPLOYMENTS = {"api", "worker-cpu", "worker-gpu", "trainer"}
+# With components/gpu-training, trainer-gpu takes the `train` queue instead of trainer.
+GPU_TRAINING_DEPLOYMENTS = PLATFORM_DEPLOYMENTS - {"trainer"} | {"trainer-gpu"}
+GPU_PODS = {"worker-gpu", "trainer-gpu"}
+# Rendered variants that include components/gpu-training.
+GPU_TRAINING_VARIANTS = {"prod-gpu", "prod-gpu-hpa"}
+TORCH_HOME = "/opt/torch-cache"
+
+
+# Empty in .env.example, required by docker-compose.yml (`${NAME:?...}`).
+SECRETS = (
+    "POSTGRES_PASSWORD",
+    "REDIS_PASSWORD",
+    "MEDIMG_CALLBACK_SECRET",
+    "MEDIMG_DEIDENTIFY_UID_SALT",
+)
+# Settings only the API process is given (compose x-api-env, ConfigMap medimg-api-config,
+# Secret medimg-api-secrets); the callback ones must stay there, since shared.config refuses an
+# allow-list in a process that has no MEDIMG_CALLBACK_SECRET.
+API_SECRETS = {"MEDIMG_CALLBACK_SECRET", "MEDIMG_DEIDENTIFY_UID_SALT"}
+API_ONLY_PREFIXES = ("MEDIMG_CALLBACK_",)
+# .env.example variables that configure compose itself rather than a Settings field the same way
+# everywhere (Kubernetes sets these per Deployment or not at all).
+COMPOSE_ONLY = {"MEDIMG_VERSION", "MEDIMG_GPU_DEVICE", "MEDIMG_TRAINER_GPU_DEVICE"}
+COMPOSE_ONLY |= {"MEDIMG_TORCH_THREADS"}  # per Deployment in k8s: its CPU limit
+# Settings fields deliberately absent from .env.example, each for a reason. A new setting must
+# be documented in .env.example (and passed by compose and k8s) or be listed here.
+SET_BY_DEPLOYMENT = {
+    "environment": "production, by the images, compose and the ConfigMap",
+    "database_url": "built from the passwords (compose) or Secret medimg-connections",
+    "redis_url": "built from the passwords (compose) or Secret medimg-connections",
+    "data_dir": "/data in the images; only the embedded launcher writes under it",
+    "store_dir": "/data/store, the store volume's mount point",
+    "bundled_models_dir": "/app/models in the images",
+    "worker_metrics_port": "9101 on the inference workers, per service",
+}
+ADVANCED = {
+    "json_logs": "JSON lines are what log shippers want; plain text is for a terminal",
+    "cross_job_batching": "a switch for bench comparisons and latency debugging; on",
+    "zip_ratio_min_bytes": "bomb-ratio floor; internal tuning of the zip checks",
+    "callback_timeout_seconds": "delivery tuning, see docs/security.md",
+    "callback_max_attempts": "delivery tuning, see docs/security.md",
+    "callback_backoff_seconds": "delivery tuning, see docs/security.md",
+    "callback_backoff_max_seconds": "delivery tuning, see docs/security.md",
+    "callback_poll_seconds": "delivery tuning, see docs/security.md",
+    "idempotency_cleanup_seconds": "how often expired records are deleted, not how long kept",
+    "reconcile_grace_seconds": "tied to broker latency, see docs/reliability.md",
+    "infer_soft_time_limit": "must stay below the broker visibility timeout (code constant)",
+    "infer_hard_time_limit": "must stay below the broker visibility timeout (code constant)",
+    "import_soft_time_limit": "must stay below the broker visibility timeout (code constant)",
+    "import_hard_time_limit": "must stay below the broker visibility timeout (code constant)",
+}
+
+
+def deployments_of(overlay: str) -> set[str]:
+    return GPU_TRAINING_DEPLOYMENTS if overlay in GPU_TRAINING_VARIANTS else PLATFORM_DEPLOYMENTS
 
 
 def py(argv: list[str]) -> list[str]:
@@ -96,6 +154,8 @@ def expected_services() -> dict[str, services.Service]:
         "worker-cpu": services.worker("cpu", 2, WORKER_METRICS_PORT),
         "worker-gpu": services.worker("gpu", 2, WORKER_METRICS_PORT),
         "trainer": services.trainer(),
+        # The same trainer command from the cuda image, on a GPU.
+        "trainer-gpu": services.trainer(),
     }
 
 
@@ -131,6 +191,12 @@ def assert_ping_probe(argv: list[str], queue: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def config_maps(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ConfigMaps medimg-config (every platform pod) and medimg-api-config (the API)."""
+    by_base = {name.rsplit("-", 1)[0]: cm for name, cm in objects(docs, "ConfigMap").items()}
+    return by_base["medimg-config"], by_base["medimg-api-config"]
+
+
 def kustomize(path: Path) -> list[dict[str, Any]]:
     result = subprocess.run(
         [str(KUBECTL), "kustomize", str(path)], capture_output=True, text=True, timeout=60
@@ -142,10 +208,11 @@ def kustomize(path: Path) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
     """The dev and prod overlays; prod with the HPA component instead of KEDA; prod with the
-    Prometheus Operator's PodMonitors."""
+    Prometheus Operator's PodMonitors; prod training on GPUs with the ImageNet cache, with KEDA
+    and with the HPA component (components in the order their comments prescribe)."""
 
-    def prod_with(component: str) -> list[dict[str, Any]]:
-        overlay = tmp_path_factory.mktemp(f"prod-{component}")
+    def prod_with(*components: str) -> list[dict[str, Any]]:
+        overlay = tmp_path_factory.mktemp("prod-" + "-".join(components))
         k8s = os.path.relpath(K8S, overlay)  # kustomize refuses absolute paths to bases
         (overlay / "kustomization.yaml").write_text(
             yaml.safe_dump(
@@ -154,7 +221,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[st
                     "kind": "Kustomization",
                     "namespace": NAMESPACE,
                     "resources": [f"{k8s}/overlays/prod"],
-                    "components": [f"{k8s}/components/{component}"],
+                    "components": [f"{k8s}/components/{c}" for c in components],
                 }
             )
         )
@@ -165,6 +232,8 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[st
         "prod": kustomize(K8S / "overlays" / "prod"),
         "prod-hpa": prod_with("hpa"),
         "prod-podmonitor": prod_with("podmonitor"),
+        "prod-gpu": prod_with("gpu-training", "torch-cache"),
+        "prod-gpu-hpa": prod_with("gpu-training", "hpa", "torch-cache"),
     }
 
 
@@ -186,11 +255,11 @@ def workloads(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]
 
 def test_overlays_render_the_platform(rendered: dict[str, list[dict[str, Any]]]) -> None:
     for overlay, docs in rendered.items():
-        assert set(objects(docs, "Deployment")) == PLATFORM_DEPLOYMENTS, overlay
+        assert set(objects(docs, "Deployment")) == deployments_of(overlay), overlay
         assert set(objects(docs, "Job")) == {"migrate"}, overlay
         assert set(objects(docs, "Service")) >= {"api"}, overlay
         assert set(objects(docs, "Ingress")) == {"api"}, overlay
-        assert set(objects(docs, "PodDisruptionBudget")) == PLATFORM_DEPLOYMENTS, overlay
+        assert set(objects(docs, "PodDisruptionBudget")) == deployments_of(overlay), overlay
         assert set(objects(docs, "Namespace")) == {NAMESPACE}, overlay
         for d in docs:
             if d["kind"] != "Namespace":
@@ -202,8 +271,15 @@ def test_overlays_render_the_platform(rendered: dict[str, list[dict[str, Any]]])
     assert not objects(prod, "StatefulSet"), "prod uses managed PostgreSQL and Redis"
     assert set(objects(prod, "ScaledObject")) == {"worker-cpu", "worker-gpu"}
     assert objects(prod, "Ingress")["api"]["spec"]["tls"] == [{"secretName": "medimg-tls"}]
-    assert not objects(rendered["prod-hpa"], "ScaledObject")
-    assert set(objects(rendered["prod-hpa"], "HorizontalPodAutoscaler")) == {"worker-cpu"}
+    assert set(objects(rendered["prod-gpu"], "ScaledObject")) == {
+        "worker-cpu",
+        "worker-gpu",
+        "trainer-gpu",
+    }
+    for overlay in ("prod-hpa", "prod-gpu-hpa"):
+        docs = rendered[overlay]
+        assert not objects(docs, "ScaledObject") and not objects(docs, "TriggerAuthentication")
+        assert set(objects(docs, "HorizontalPodAutoscaler")) == {"worker-cpu"}
     for overlay, docs in rendered.items():
         expected = {"api", "workers"} if overlay == "prod-podmonitor" else set()
         assert set(objects(docs, "PodMonitor")) == expected, overlay
@@ -279,22 +355,23 @@ def test_k8s_pods_are_hardened(rendered: dict[str, list[dict[str, Any]]]) -> Non
                 for section in ("requests", "limits"):
                     assert {"cpu", "memory"} <= c["resources"][section].keys(), where
                 mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
-                if name in PLATFORM_DEPLOYMENTS | {"migrate"}:
+                if name in deployments_of(overlay) | {"migrate"}:
                     assert "emptyDir" in volumes[mounts["/tmp"]], where
 
 
 def test_k8s_store_is_one_shared_volume(rendered: dict[str, list[dict[str, Any]]]) -> None:
     for overlay, docs in rendered.items():
-        config = next(iter(objects(docs, "ConfigMap").values()))
+        config, api_config = config_maps(docs)
         assert config["data"]["MEDIMG_STORE_DIR"] == STORE_DIR
         for name, pod in workloads(docs):
-            if name not in PLATFORM_DEPLOYMENTS | {"migrate"}:
+            if name not in deployments_of(overlay) | {"migrate"}:
                 continue
             volumes = {v["name"]: v for v in pod["volumes"]}
             (container,) = pod["containers"]
+            expected = [config] + ([api_config] if name == "api" else [])
             assert [e["configMapRef"]["name"] for e in container["envFrom"]] == [
-                config["metadata"]["name"]
-            ]
+                c["metadata"]["name"] for c in expected
+            ], (overlay, name)
             (store,) = [m for m in container["volumeMounts"] if m["mountPath"] == STORE_DIR]
             claim = volumes[store["name"]]["persistentVolumeClaim"]["claimName"]
             assert claim == "medimg-store", (overlay, name)
@@ -302,18 +379,19 @@ def test_k8s_store_is_one_shared_volume(rendered: dict[str, list[dict[str, Any]]
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"], "workers on other nodes read it"
 
 
-def test_k8s_gpu_worker_lands_on_gpu_nodes(rendered: dict[str, list[dict[str, Any]]]) -> None:
+def test_k8s_gpu_pods_land_on_gpu_nodes(rendered: dict[str, list[dict[str, Any]]]) -> None:
     for overlay, docs in rendered.items():
         deployments = objects(docs, "Deployment")
-        pod = deployments["worker-gpu"]["spec"]["template"]["spec"]
-        (container,) = pod["containers"]
-        assert container["image"].startswith("medimg-cuda:")
-        assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
-        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
-            "tolerations"
-        ]
-        assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
-        for other in PLATFORM_DEPLOYMENTS - {"worker-gpu"}:
+        for name in deployments.keys() & GPU_PODS:
+            pod = deployments[name]["spec"]["template"]["spec"]
+            (container,) = pod["containers"]
+            assert container["image"].startswith("medimg-cuda:"), (overlay, name)
+            assert container["resources"]["limits"]["nvidia.com/gpu"] == "1", (overlay, name)
+            assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
+                "tolerations"
+            ], (overlay, name)
+            assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}, (overlay, name)
+        for other in deployments.keys() - GPU_PODS:
             spec = deployments[other]["spec"]["template"]["spec"]
             assert "nvidia.com/gpu" not in str(spec), (overlay, other)
 
@@ -323,7 +401,7 @@ def test_keda_scales_each_worker_on_all_its_priority_lists(
 ) -> None:
     # The Redis list names come from the broker config the workers use.
     sep = make_celery("probe", "redis://unused").conf.broker_transport_options["sep"]
-    for overlay in ("dev", "prod"):
+    for overlay in ("dev", "prod", "prod-gpu"):
         docs = rendered[overlay]
         deployments = objects(docs, "Deployment")
         auth = objects(docs, "TriggerAuthentication")["medimg-redis"]
@@ -333,6 +411,8 @@ def test_keda_scales_each_worker_on_all_its_priority_lists(
             "tls",
         }
         for name, scaled in objects(docs, "ScaledObject").items():
+            if name == "trainer-gpu":
+                continue  # on the job table: test_keda_scales_the_gpu_trainer_on_training_jobs
             target = scaled["spec"]["scaleTargetRef"]["name"]
             assert target == name and "replicas" not in deployments[target]["spec"]
             queue = celery_node(expected_services()[name].argv)
@@ -403,7 +483,7 @@ def admitted(
 
 
 def test_k8s_network_policies(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    platform = {"api", "worker-cpu", "worker-gpu", "trainer", "migrate"}
+    platform = {"api", "worker-cpu", "worker-gpu", "trainer", "trainer-gpu", "migrate"}
     # Namespaces outside medimg, and a pod in each; what each may open in medimg.
     ingress_controller = ({"medimg.io/ingress-controller": "true"}, {})
     monitoring = ({"kubernetes.io/metadata.name": "monitoring", **MONITORING_LABEL}, {})
@@ -800,12 +880,12 @@ def test_compose_health_and_ordering(compose: dict[str, Any]) -> None:
             assert s["healthcheck"]["test"], name
             assert s["restart"] == "unless-stopped", name
     assert completed == {"migrate"}
-    for name in ("api", "worker-cpu", "worker-gpu", "trainer"):
+    for name in ("api", "worker-cpu", "worker-gpu", "trainer", "trainer-gpu"):
         deps = svc[name]["depends_on"]
         assert deps["migrate"]["condition"] == "service_completed_successfully", name
         assert deps["redis"]["condition"] == "service_healthy", name
     assert svc["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
-    for name in ("worker-cpu", "worker-gpu", "trainer"):
+    for name in ("worker-cpu", "worker-gpu", "trainer", "trainer-gpu"):
         queue = celery_node(py(expected_services()[name].argv))
         test = svc[name]["healthcheck"]["test"]
         assert test[0] == "CMD", name
@@ -813,14 +893,15 @@ def test_compose_health_and_ordering(compose: dict[str, Any]) -> None:
     assert "/readyz" in svc["api"]["healthcheck"]["test"][-1]
 
 
-def test_compose_gpu_worker_only_under_gpu_profile(compose: dict[str, Any]) -> None:
+def test_compose_gpu_services_only_under_gpu_profile(compose: dict[str, Any]) -> None:
     svc = compose["services"]
     for name, s in svc.items():
-        assert s.get("profiles", []) == (["gpu"] if name == "worker-gpu" else []), name
-    (device,) = svc["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"]
-    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
-    assert svc["worker-gpu"]["build"]["target"] == "cuda"
-    assert "deploy" not in svc["worker-cpu"]
+        assert s.get("profiles", []) == (["gpu"] if name in GPU_PODS else []), name
+    for name in GPU_PODS:
+        (device,) = svc[name]["deploy"]["resources"]["reservations"]["devices"]
+        assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"], name
+        assert svc[name]["build"]["target"] == "cuda", name
+    assert "deploy" not in svc["worker-cpu"] and "deploy" not in svc["trainer"]
 
 
 def test_compose_images_volumes_and_env(compose: dict[str, Any]) -> None:
@@ -836,6 +917,7 @@ def test_compose_images_volumes_and_env(compose: dict[str, Any]) -> None:
         "worker-cpu": "cpu",
         "trainer": "cpu",
         "worker-gpu": "cuda",
+        "trainer-gpu": "cuda",
     }
     # Every variable the compose file interpolates is documented in .env.example ($$ escapes).
     text = (REPO / "docker-compose.yml").read_text()
@@ -843,4 +925,252 @@ def test_compose_images_volumes_and_env(compose: dict[str, Any]) -> None:
     example = (REPO / ".env.example").read_text()
     documented = set(re.findall(r"^([A-Z_][A-Z0-9_]*)=", example, re.MULTILINE))
     assert used == documented
-    assert re.search(r"^(POSTGRES|REDIS)_PASSWORD=\S", example, re.MULTILINE) is None
+    # Passwords and secrets: empty in the example (no real secret in git), required by compose.
+    for name in SECRETS:
+        assert re.search(rf"^{name}=$", example, re.MULTILINE), name
+        assert re.search(rf"\$\{{{name}:\?", text), name
+
+
+# --------------------------------------------------------------------------------------------
+# Settings: .env.example, compose and Kubernetes agree with shared.config
+# --------------------------------------------------------------------------------------------
+
+
+def env_name(field: str) -> str:
+    alias = Settings.model_fields[field].validation_alias
+    return alias.choices[0] if alias is not None else f"MEDIMG_{field.upper()}"  # type: ignore[union-attr]
+
+
+def env_example() -> dict[str, str]:
+    text = (REPO / ".env.example").read_text()
+    return dict(re.findall(r"^([A-Z_][A-Z0-9_]*)=(.*)$", text, re.MULTILINE))
+
+
+def example_settings() -> dict[str, str]:
+    """.env.example's MEDIMG_* values that are Settings fields, by field name."""
+    example = env_example()
+    fields = {env_name(f): f for f in Settings.model_fields}
+    return {fields[k]: v for k, v in example.items() if k in fields}
+
+
+def test_every_setting_is_documented_or_deliberately_left_out() -> None:
+    documented = set(example_settings())
+    left_out = SET_BY_DEPLOYMENT.keys() | ADVANCED.keys()
+    assert not documented & left_out, documented & left_out
+    missing = set(Settings.model_fields) - documented - left_out
+    assert not missing, (
+        f"document in .env.example (and compose, k8s) or list with a reason: {missing}"
+    )
+    assert not left_out - set(Settings.model_fields), "stale entries"
+    unknown = {k for k in env_example() if k.startswith("MEDIMG_")} - {
+        env_name(f) for f in documented
+    }
+    assert unknown == COMPOSE_ONLY - {"MEDIMG_TORCH_THREADS"}, unknown
+
+
+def test_example_values_are_the_settings_defaults() -> None:
+    """What .env.example documents is what the code does without it (secrets excepted)."""
+    for field, value in example_settings().items():
+        if env_name(field) in SECRETS:
+            continue
+        default = Settings.model_fields[field].default
+        parsed = getattr(Settings(**{field: value}), field)
+        # An empty value and 0 threads mean "unset" in those fields.
+        if default is None and parsed in ("", 0):
+            continue
+        assert parsed == default, (field, value, default)
+
+
+def test_compose_defaults_and_k8s_config_match_the_example(
+    compose: dict[str, Any], rendered: dict[str, list[dict[str, Any]]]
+) -> None:
+    example = env_example()
+    text = (REPO / "docker-compose.yml").read_text()
+    for name, default in re.findall(r"(?<!\$)\$\{([A-Z_][A-Z0-9_]*):-([^}]*)\}", text):
+        assert example[name] == default, (name, default, example[name])
+    settings = {env_name(f) for f in example_settings()}
+    # The same split as Kubernetes': the API gets every setting, the others the shared ones.
+    config, api_config = config_maps(rendered["prod"])
+    api_only = api_config["data"].keys() | API_SECRETS
+    svc = compose["services"]
+    for name in settings - COMPOSE_ONLY:
+        for service in ("api", "migrate", "worker-cpu", "worker-gpu", "trainer", "trainer-gpu"):
+            passed = name in svc[service]["environment"]
+            assert passed == (service == "api" or name not in api_only), (service, name)
+    for overlay, docs in rendered.items():
+        config, api_config = config_maps(docs)
+        shared, api = config["data"], api_config["data"]
+        assert not shared.keys() & api.keys(), overlay
+        assert not any(k.startswith(API_ONLY_PREFIXES) for k in shared), overlay
+        assert shared.keys() | api.keys() | API_SECRETS == settings - COMPOSE_ONLY | {
+            "MEDIMG_ENVIRONMENT",
+            "MEDIMG_STORE_DIR",
+        }, overlay
+        for key, value in (shared | api).items():
+            assert value == example.get(key, value), (overlay, key)
+        (api_container,) = objects(docs, "Deployment")["api"]["spec"]["template"]["spec"][
+            "containers"
+        ]
+        refs = {
+            e["name"]: e["valueFrom"]["secretKeyRef"]
+            for e in api_container["env"]
+            if "valueFrom" in e
+        }
+        for key in API_SECRETS:
+            assert refs[key] == {"name": refs[key]["name"], "key": key}, (overlay, key)
+            assert refs[key]["name"].startswith("medimg-api-secrets"), (overlay, key)
+        for name, pod in workloads(docs):
+            if name != "api":
+                assert not API_SECRETS & {e["name"] for e in pod["containers"][0].get("env", [])}
+
+
+# --------------------------------------------------------------------------------------------
+# Egress, trainers, ImageNet cache
+# --------------------------------------------------------------------------------------------
+
+
+def egress_allows(
+    policies: dict[str, dict[str, Any]], pod: dict[str, str], ip: str, port: int
+) -> bool:
+    """Whether a pod labelled `pod` may open TCP `ip:port` outside the cluster."""
+    address = ipaddress.ip_address(ip)
+    for policy in policies.values():
+        spec = policy["spec"]
+        if "Egress" not in spec["policyTypes"] or not selects(spec["podSelector"], pod):
+            continue
+        for rule in spec.get("egress", []):
+            ports = rule.get("ports")
+            if ports is not None and not any(
+                p.get("protocol", "TCP") == "TCP" and p.get("port") == port for p in ports
+            ):
+                continue
+            peers = rule.get("to")
+            if peers is None:
+                return True
+            for peer in peers:
+                block = peer.get("ipBlock")
+                if block is None:
+                    continue  # pod and namespace selectors match pods, not outside addresses
+                network = ipaddress.ip_network(block["cidr"])
+                if address.version != network.version or address not in network:
+                    continue
+                if not any(
+                    address in ipaddress.ip_network(e)
+                    for e in block.get("except", [])
+                    if ipaddress.ip_network(e).version == address.version
+                ):
+                    return True
+    return False
+
+
+PUBLIC = ["8.8.8.8", "203.0.113.7", "2001:4860:4860::8888"]
+NOT_PUBLIC = [
+    "169.254.169.254",  # cloud metadata (AWS, GCP, Azure)
+    "fd00:ec2::254",  # AWS metadata over IPv6
+    "100.100.100.200",  # Alibaba metadata, carrier-grade NAT range (also common pod ranges)
+    "10.96.0.1",  # a typical Service range
+    "172.17.0.1",
+    "192.168.1.10",
+    "127.0.0.1",
+    "::1",
+    "fe80::1",
+    "::ffff:10.0.0.1",  # IPv4-mapped private address
+]
+
+
+def test_k8s_only_the_api_reaches_callback_receivers(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    for overlay, docs in rendered.items():
+        policies = objects(docs, "NetworkPolicy")
+        for name, template in templates(docs):
+            pod = template["metadata"]["labels"]
+            where = (overlay, name)
+            for ip in PUBLIC:
+                # Callbacks are HTTPS: the API may POST to public addresses, nothing else may
+                # open a web connection to the internet.
+                assert egress_allows(policies, pod, ip, 443) == (name == "api"), (where, ip)
+                assert not egress_allows(policies, pod, ip, 80), (where, ip)
+            for ip in NOT_PUBLIC:
+                assert not egress_allows(policies, pod, ip, 443), (where, ip)
+
+
+def test_k8s_trainers_have_room_to_train(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    for overlay, docs in rendered.items():
+        deployments = objects(docs, "Deployment")
+        for name in deployments.keys() & {"trainer", "trainer-gpu"}:
+            where = (overlay, name)
+            pod = deployments[name]["spec"]["template"]["spec"]
+            (container,) = pod["containers"]
+            volumes = {v["name"]: v for v in pod["volumes"]}
+            mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+            # Checkpoints and the registered model go to the shared (RWX) store; weights,
+            # TensorBoard events and plots are staged in /tmp on a read-only root filesystem.
+            assert "persistentVolumeClaim" in volumes[mounts[STORE_DIR]["name"]], where
+            assert not mounts[STORE_DIR].get("readOnly"), where
+            tmp = volumes[mounts["/tmp"]["name"]]["emptyDir"]
+            assert gib(tmp["sizeLimit"]) >= 4, where
+            limits = container["resources"]["limits"]
+            assert gib(limits["ephemeral-storage"]) >= gib(tmp["sizeLimit"]), where
+            shm = volumes[mounts["/dev/shm"]["name"]]["emptyDir"]
+            assert shm["medium"] == "Memory" and gib(limits["memory"]) > gib(shm["sizeLimit"])
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            # os.cpu_count() sees the node: threads follow the CPU limit instead.
+            assert env["MEDIMG_TORCH_THREADS"] == limits["cpu"], where
+
+
+def gib(quantity: str) -> float:
+    units = {"Mi": 1 / 1024, "Gi": 1, "Ti": 1024}
+    return float(quantity[:-2]) * units[quantity[-2:]]
+
+
+def test_keda_scales_the_gpu_trainer_on_training_jobs(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    """The Redis list empties as soon as a trainer takes a job that then runs for hours: the
+    count comes from the job table, queued and running, so KEDA never scales a pod away from
+    a job in progress."""
+    docs = rendered["prod-gpu"]
+    scaled = objects(docs, "ScaledObject")["trainer-gpu"]["spec"]
+    assert scaled["scaleTargetRef"]["name"] == "trainer-gpu"
+    assert "replicas" not in objects(docs, "Deployment")["trainer-gpu"]["spec"]
+    assert scaled["minReplicaCount"] == 0
+    (trigger,) = scaled["triggers"]
+    assert trigger["type"] == "postgresql"
+    query = trigger["metadata"]["query"]
+    assert f"FROM {TrainingJob.__tablename__} " in query
+    statuses = set(re.findall(r"'([a-z]+)'", query))
+    assert statuses == {JobStatus.QUEUED.value, JobStatus.RUNNING.value}
+    assert trigger["metadata"]["targetQueryValue"] == "1"  # one job per trainer (concurrency 1)
+    auth = objects(docs, "TriggerAuthentication")[trigger["authenticationRef"]["name"]]
+    assert auth["spec"]["secretTargetRef"] == [
+        {"parameter": "connection", "name": "medimg-connections", "key": "KEDA_DATABASE_URL"}
+    ]
+
+
+def test_imagenet_cache_is_mounted_read_only_where_it_is_read(
+    compose: dict[str, Any], rendered: dict[str, list[dict[str, Any]]]
+) -> None:
+    env = " ".join(instruction(dockerfile_stages()["runtime"], "ENV"))
+    assert f"TORCH_HOME={TORCH_HOME}" in env
+    readers = {"api", "trainer", "trainer-gpu"}
+    for name, s in compose["services"].items():
+        mounted = [v for v in s.get("volumes", []) if f":{TORCH_HOME}" in v]
+        assert mounted == (
+            ["${TORCH_CACHE_DIR:-./var/torch-cache}:" + TORCH_HOME + ":ro"]
+            if name in readers
+            else []
+        ), name
+    for overlay in ("prod-gpu", "prod-gpu-hpa"):
+        for name, pod in workloads(rendered[overlay]):
+            (container,) = pod["containers"]
+            mounts = [m for m in container.get("volumeMounts", []) if m["mountPath"] == TORCH_HOME]
+            assert len(mounts) == (name in readers), (overlay, name)
+            for mount in mounts:
+                volume = {v["name"]: v for v in pod["volumes"]}[mount["name"]]
+                assert mount["readOnly"] is True and volume["persistentVolumeClaim"] == {
+                    "claimName": "medimg-torch-cache",
+                    "readOnly": True,
+                }, (overlay, name)
+    for name, pod in workloads(rendered["prod"]):
+        assert TORCH_HOME not in str(pod), name  # optional: only with the component
