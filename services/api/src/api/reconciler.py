@@ -25,7 +25,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
 
 from celery import Celery
 from fastapi import FastAPI
@@ -67,11 +66,12 @@ class JobKind:
     table: type[Job] | type[TrainingJob]
     task: TaskName
     callback_kind: OwnerKind
+    id_argument: str  # the task's keyword argument naming the job, as api.enqueue sends it
 
 
 KINDS = (
-    JobKind("inference", Job, TaskName.INFER, OwnerKind.JOB),
-    JobKind("training", TrainingJob, TaskName.FINE_TUNE, OwnerKind.TRAINING_JOB),
+    JobKind("inference", Job, TaskName.INFER, OwnerKind.JOB, "job_id"),
+    JobKind("training", TrainingJob, TaskName.FINE_TUNE, OwnerKind.TRAINING_JOB, "training_job_id"),
 )
 
 
@@ -185,11 +185,9 @@ async def reconcile_once(
 
 def _send(celery: Celery, kind: JobKind, job_id: uuid.UUID, queue: str, priority: str) -> None:
     # The job id as task id and sole argument, as the API sends it: a duplicate is a no-op.
-    kwargs: dict[str, Any] = {"job_id": str(job_id)} if kind.table is Job else {}
     celery.send_task(
         kind.task,
-        args=[] if kwargs else [str(job_id)],
-        kwargs=kwargs,
+        kwargs={kind.id_argument: str(job_id)},
         task_id=str(job_id),
         queue=queue,
         priority=PRIORITY_VALUE.get(Priority(priority), 0),
