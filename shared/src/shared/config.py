@@ -7,6 +7,8 @@ and passes their URLs down to the processes it starts.
 
 from __future__ import annotations
 
+import os
+import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -15,6 +17,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
+MIN_SECRET_LENGTH = 16
 
 
 def psycopg_url(url: str) -> str:
@@ -75,6 +78,8 @@ class Settings(BaseSettings):
     # Micro-batching: a job with fewer images than max_batch_size also takes queued jobs of
     # the same model version, waiting at most this long for more to arrive (0: no wait).
     max_batch_wait_ms: float = 5.0
+    # Off: each job runs alone (bench/ compares both; a switch for debugging latency).
+    cross_job_batching: bool = True
 
     # Delivery (see docs/reliability.md). A worker holds a claimed job for job_lease_seconds,
     # renewed after every batch; past it, another worker may take the job over.
@@ -127,12 +132,34 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _callbacks_need_a_secret(self) -> Settings:
-        if self.callback_allowed_hosts and self.callback_secret is None:
+        secret = self.callback_secret.get_secret_value() if self.callback_secret else ""
+        if self.callback_allowed_hosts and len(secret) < MIN_SECRET_LENGTH:
             raise ValueError(
-                "MEDIMG_CALLBACK_ALLOWED_HOSTS is set but MEDIMG_CALLBACK_SECRET is not: "
-                "callbacks must be signed"
+                "MEDIMG_CALLBACK_ALLOWED_HOSTS is set but MEDIMG_CALLBACK_SECRET is missing or "
+                f"shorter than {MIN_SECRET_LENGTH} characters: callbacks must be signed with a "
+                "real key (e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`)"
             )
         return self
+
+    def uid_salt(self) -> bytes:
+        """The de-identification UID salt; on a single host without one, a persisted random one.
+
+        An empty salt would make replacement UIDs plain hashes of the originals, which can be
+        guessed back. Several hosts must share the value: set MEDIMG_DEIDENTIFY_UID_SALT.
+        """
+        configured = self.deidentify_uid_salt.get_secret_value()
+        if configured:
+            return configured.encode()
+        path = self.data_dir / "secrets" / "deidentify-uid-salt"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+            try:
+                with os.fdopen(os.open(path, flags, 0o600), "w") as f:
+                    f.write(secrets.token_hex(32))
+            except FileExistsError:  # another process created it first
+                pass
+        return path.read_text().strip().encode()
 
     @field_validator("database_url")
     @classmethod

@@ -39,7 +39,7 @@ async def _read_limited(upload: UploadFile, limit: int) -> bytes:
 
 
 def _deidentify(data: bytes, settings: Settings) -> bytes:
-    salt = settings.deidentify_uid_salt.get_secret_value().encode()
+    salt = settings.uid_salt()
     try:
         return deidentify(data, uid_salt=salt).data
     except Exception as exc:  # pydicom cannot rewrite a header it could read
