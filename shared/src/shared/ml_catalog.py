@@ -23,6 +23,10 @@ class ArchitectureSpec:
     stem_key: str
     # Outputs beyond one per label, e.g. a detector's background class.
     extra_outputs: int = 0
+    # RetinaNet's convolutional head has (labels + extra) outputs per anchor position.
+    anchors_per_location: int = 1
+    # Detectors always take RGB (grayscale is replicated), whatever the card's channels.
+    stem_channels: int | None = None
 
 
 def _resnet() -> ArchitectureSpec:
@@ -31,6 +35,14 @@ def _resnet() -> ArchitectureSpec:
 
 def _mobilenet_v3() -> ArchitectureSpec:
     return ArchitectureSpec("classification", "classifier.3.weight", "features.0.0.weight")
+
+
+def _detector(stem_key: str, *, retinanet: bool = False) -> ArchitectureSpec:
+    if retinanet:
+        head, anchors = "head.classification_head.cls_logits.weight", 9
+    else:
+        head, anchors = "roi_heads.box_predictor.cls_score.weight", 1
+    return ArchitectureSpec("detection", head, stem_key, 1, anchors, stem_channels=3)
 
 
 ARCHITECTURES: dict[str, ArchitectureSpec] = {
@@ -44,6 +56,18 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
     "efficientnet_lite0": ArchitectureSpec("classification", "_fc.weight", "_conv_stem.weight"),
     "mobilenet_v3_large": _mobilenet_v3(),
     "mobilenet_v3_small": _mobilenet_v3(),
+    # Detectors (shared.ml.detection.DETECTORS): class id 0 is the background.
+    **{
+        name: _detector("backbone.body.conv1.weight", retinanet=name.startswith("retinanet"))
+        for name in (
+            "retinanet_resnet50_fpn",
+            "retinanet_resnet50_fpn_v2",
+            "fasterrcnn_resnet50_fpn",
+            "fasterrcnn_resnet50_fpn_v2",
+        )
+    },
+    "fasterrcnn_mobilenet_v3_large_fpn": _detector("backbone.body.0.0.weight"),
+    "fasterrcnn_efficientnet_lite0_fpn": _detector("backbone.body._conv_stem.weight"),
 }
 
 
@@ -66,8 +90,8 @@ def check_weights(card: ModelCard, tensors: dict[str, TensorInfo]) -> None:
             field="card.architecture",
         )
     head = _tensor(tensors, spec.head_key, card.architecture)
-    expected = len(card.labels) + spec.extra_outputs
-    if len(head.shape) != 2 or head.shape[0] != expected:
+    expected = (len(card.labels) + spec.extra_outputs) * spec.anchors_per_location
+    if len(head.shape) not in (2, 4) or head.shape[0] != expected:
         # The workers apply softmax over one logit per label, so a single-logit binary head
         # (sigmoid style) would always score 1.0: it is refused rather than misread.
         raise InvalidModelPackage(
@@ -77,7 +101,7 @@ def check_weights(card: ModelCard, tensors: dict[str, TensorInfo]) -> None:
             field="card.labels",
         )
     stem = _tensor(tensors, spec.stem_key, card.architecture)
-    if len(stem.shape) != 4 or stem.shape[1] != card.input.channels:
+    if len(stem.shape) != 4 or stem.shape[1] != (spec.stem_channels or card.input.channels):
         raise InvalidModelPackage(
             f"the checkpoint's first convolution {spec.stem_key} has shape "
             f"{list(stem.shape)}, which does not take the card's "

@@ -37,6 +37,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from shared.imaging.geometry import Letterbox, letterbox
 from shared.ml.efficientnet_lite import LITE0_FEATURE_CHANNELS, EfficientNetLite0
+from shared.ml_catalog import architectures_for
 from shared.schemas.models import InputSpec
 
 # Internal NMS only removes near-duplicates; the request's nms_iou (<= this) does the rest.
@@ -201,6 +202,12 @@ DETECTORS: dict[str, Callable[[DetectorConfig], nn.Module]] = {
     # ImageNet-pretrainable offline (EfficientNet-Lite0 wheel); CPU-sized.
     "fasterrcnn_efficientnet_lite0_fpn": _fasterrcnn_lite0,
 }
+
+# The API validates uploads against the torch-free catalogue: it must list exactly these.
+assert set(DETECTORS) == set(architectures_for("detection")), (
+    "shared.ml_catalog.ARCHITECTURES and DETECTORS disagree: "
+    f"{sorted(set(DETECTORS) ^ set(architectures_for('detection')))}"
+)
 
 
 def build_detector(
