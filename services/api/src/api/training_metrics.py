@@ -13,18 +13,13 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.models import JobStatus, TrainingEpoch, TrainingJob
+from shared.schemas.training import epochs_done
 
 
 def progress_ratio(progress: dict[str, Any]) -> float:
     """Fraction of the planned epochs done, counting the running epoch's steps."""
     epochs = progress.get("epochs") or 0
-    if not epochs:
-        return 0.0
-    epoch, step, steps = progress.get("epoch") or 0, progress.get("step"), progress.get("steps")
-    done = float(epoch)
-    if progress.get("phase") == "training" and step and steps and step < steps:
-        done = max(epoch - 1, 0) + step / steps
-    return min(done / epochs, 1.0)
+    return min(epochs_done(progress) / epochs, 1.0) if epochs else 0.0
 
 
 async def training_families(session: AsyncSession) -> list[Any]:

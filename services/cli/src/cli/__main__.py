@@ -9,7 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from cli import keys, predict
+from cli import keys, predict, train
 from cli.stack import Stack, StackConfig
 
 
@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     run.set_defaults(handler=_run)
     keys.add_parser(sub)
     predict.add_parser(sub)
+    train.add_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     return int(args.handler(args))

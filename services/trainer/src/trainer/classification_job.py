@@ -15,7 +15,7 @@ from shared.errors import InvalidRequest
 from shared.ml.architectures import build_classifier, load_state_dict
 from shared.ml.presets import ClassificationPresetEval
 from shared.schemas.models import InputSpec, ModelCard, TrainingRecord
-from shared.schemas.training import TrainingParams
+from shared.schemas.training import CLASSIFICATION_LR, TrainingParams
 from trainer import evaluation as E
 from trainer.card import choose_operating_point, render_readme, save_weights_fp16
 from trainer.checkpoint import delete_checkpoint
@@ -203,7 +203,7 @@ def run_classification(ctx: TrainerContext, job: JobSpec, reporter: Reporter) ->
                 hardware=hardware(device),
                 seed=params.seed,
                 extra={
-                    "params": params.model_dump(),
+                    "params": {**params.model_dump(), "lr": params.lr or CLASSIFICATION_LR},
                     "start_from": start.description,
                     "monitor": job.monitor,
                     "best_epoch": state.best_epoch,

@@ -61,3 +61,4 @@ class JobSpec:
     promote: bool
     checkpoint_key: str | None
     attempts: int
+    worker: str  # the node that claimed it; every write checks it still holds the job

@@ -84,33 +84,40 @@ def _lease(lease_s: float) -> Any:
     return utcnow() + timedelta(seconds=lease_s)
 
 
-def _running(job_id: uuid.UUID) -> Any:
-    return and_(TrainingJob.id == job_id, TrainingJob.status == JobStatus.RUNNING)
+def _running(job_id: uuid.UUID, worker: str) -> Any:
+    """Still running and still ours: a worker whose job was taken over stops writing."""
+    return and_(
+        TrainingJob.id == job_id,
+        TrainingJob.status == JobStatus.RUNNING,
+        TrainingJob.worker == worker,
+    )
 
 
 def report_progress(
-    session: Session, job_id: uuid.UUID, progress: dict[str, Any], lease_s: float
+    session: Session,
+    job_id: uuid.UUID,
+    worker: str,
+    progress: dict[str, Any] | None,
+    lease_s: float,
 ) -> bool:
-    """Store progress and renew the lease; False when the job is no longer running."""
+    """Store progress (None: keep it) and renew the lease; False when no longer ours."""
+    values: dict[str, Any] = {"lease_expires_at": _lease(lease_s)}
+    if progress is not None:
+        values["progress"] = progress
     row = session.execute(
         update(TrainingJob)
-        .where(_running(job_id))
-        .values(progress=progress, lease_expires_at=_lease(lease_s))
+        .where(_running(job_id, worker))
+        .values(**values)
         .returning(TrainingJob.id)
     ).first()
     session.commit()
     return row is not None
 
 
-def is_running(session: Session, job_id: uuid.UUID) -> bool:
-    status = session.scalar(select(TrainingJob.status).where(TrainingJob.id == job_id))
-    session.commit()  # end the read transaction: the next check must see fresh data
-    return status == JobStatus.RUNNING
-
-
 def record_epoch(
     session: Session,
     job_id: uuid.UUID,
+    worker: str,
     epoch: dict[str, Any],
     progress: dict[str, Any],
     checkpoint_key: str,
@@ -124,7 +131,7 @@ def record_epoch(
     """
     row = session.execute(
         update(TrainingJob)
-        .where(_running(job_id))
+        .where(_running(job_id, worker))
         .values(progress=progress, checkpoint_key=checkpoint_key, lease_expires_at=_lease(lease_s))
         .returning(TrainingJob.id)
     ).first()
@@ -143,6 +150,7 @@ def record_epoch(
 def succeed(
     session: Session,
     job_id: uuid.UUID,
+    worker: str,
     *,
     test_metrics: dict[str, Any],
     model_version_id: uuid.UUID,
@@ -152,7 +160,7 @@ def succeed(
     """Final success, in the caller's transaction with the registration (not committed)."""
     row = session.execute(
         update(TrainingJob)
-        .where(_running(job_id))
+        .where(_running(job_id, worker))
         .values(
             status=JobStatus.SUCCEEDED,
             test_metrics=test_metrics,
@@ -167,10 +175,12 @@ def succeed(
     return row is not None
 
 
-def fail(session: Session, job_id: uuid.UUID, error: AppError) -> None:
+def fail(session: Session, job_id: uuid.UUID, error: AppError, worker: str | None = None) -> None:
+    """Fail a queued or running job (only while ``worker`` still holds it, when given)."""
+    ours = TrainingJob.worker == worker if worker is not None else True
     session.execute(
         update(TrainingJob)
-        .where(TrainingJob.id == job_id, TrainingJob.status.in_(_ACTIVE))
+        .where(TrainingJob.id == job_id, TrainingJob.status.in_(_ACTIVE), ours)
         .values(
             status=JobStatus.FAILED,
             error_type=error.type,

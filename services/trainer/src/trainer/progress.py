@@ -6,6 +6,8 @@ finds it cancelled raises `Cancelled`, so training stops within about a second.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from typing import Any
 
@@ -15,6 +17,7 @@ from trainer.checkpoint import FitState, delete_checkpoint
 from trainer.context import JobSpec, TrainerContext
 from trainer.fit import Cancelled
 
+log = logging.getLogger(__name__)
 # Step progress is written at most this often: fast enough for a live progress bar and a
 # prompt cancel, slow enough to cost nothing next to a training step.
 STEP_REPORT_SECONDS = 1.0
@@ -29,11 +32,32 @@ class Reporter:
         self.checkpoint_key = job.checkpoint_key
         self.progress: dict[str, Any] = {"epochs": epochs, "monitor": job.monitor}
         self._last_write = 0.0
+        # Long phases without progress writes (evaluation, a slow epoch) must not let the
+        # lease lapse: a thread renews it, and dies with the process if the trainer is killed.
+        self._stopped = threading.Event()
+        self._heartbeat = threading.Thread(target=self._renew, daemon=True, name="lease")
+        self._heartbeat.start()
+
+    def _renew(self) -> None:
+        while not self._stopped.wait(self.lease_s / 4):
+            try:
+                with self.ctx.sessions() as session:
+                    if not jobstate.report_progress(
+                        session, self.job.id, self.job.worker, None, self.lease_s
+                    ):
+                        return  # cancelled or taken over: the next progress write stops us
+            except Exception:  # a database hiccup: try again at the next beat
+                log.warning("could not renew the training job's lease", exc_info=True)
+
+    def stop(self) -> None:
+        self._stopped.set()
 
     def _write(self, **update: Any) -> None:
         self.progress.update(update)
         with self.ctx.sessions() as session:
-            if not jobstate.report_progress(session, self.job.id, self.progress, self.lease_s):
+            if not jobstate.report_progress(
+                session, self.job.id, self.job.worker, self.progress, self.lease_s
+            ):
                 raise Cancelled
         self._last_write = time.monotonic()
 
@@ -60,7 +84,13 @@ class Reporter:
         }
         with self.ctx.sessions() as session:
             ok = jobstate.record_epoch(
-                session, self.job.id, epoch, self.progress, checkpoint_key, self.lease_s
+                session,
+                self.job.id,
+                self.job.worker,
+                epoch,
+                self.progress,
+                checkpoint_key,
+                self.lease_s,
             )
         if not ok:
             delete_checkpoint(self.ctx.store, checkpoint_key)

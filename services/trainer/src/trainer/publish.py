@@ -116,6 +116,7 @@ def publish(
         ok = jobstate.succeed(
             session,
             job.id,
+            job.worker,
             test_metrics=test_metrics,
             model_version_id=version.id,
             promoted=promoted,

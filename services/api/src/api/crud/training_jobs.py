@@ -14,24 +14,24 @@ from api.crud.jobs import decode_cursor, encode_cursor
 from shared.db.base import utcnow
 from shared.db.models import (
     Dataset,
+    DatasetItem,
     DatasetStatus,
     DatasetVersion,
     JobStatus,
     Model,
     ModelVersion,
+    Split,
     TrainingJob,
 )
 from shared.errors import Conflict, DatasetNotFound, InvalidRequest, NotFound
 from shared.registry import resolve_model_version
 from shared.schemas.training import (
     CLASSIFICATION_ARCHITECTURES,
+    DETECTION_ARCHITECTURES,
     MONITORS,
     TrainingJobCreate,
     missing_imagenet_file,
 )
-
-# Detection architectures the trainer can train (filled in when detection training lands).
-DETECTION_ARCHITECTURES: frozenset[str] = frozenset()
 
 
 class TrainingJobNotFound(NotFound):
@@ -70,6 +70,17 @@ async def _dataset_version(session: AsyncSession, tenant_id: uuid.UUID, ref: str
         raise Conflict(
             f"dataset version {ref!r} is {version.status}; only a ready version trains",
             dataset_status=version.status,
+        )
+    present = set(
+        await session.scalars(
+            select(DatasetItem.split).where(DatasetItem.dataset_version_id == version.id).distinct()
+        )
+    )
+    missing = [s.value for s in Split if s.value not in present]
+    if missing:
+        raise InvalidRequest(
+            f"dataset version {ref!r} has no {' and no '.join(missing)} images; training needs "
+            "all three splits (upload again with other split ratios or more images)"
         )
     return version
 
