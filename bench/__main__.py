@@ -16,11 +16,12 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import httpx
 import torch
 
+from bench import memory
 from bench.bare import bare_throughput
-from bench.e2e import latency_run, make_jpegs, submit, throughput_run, wait_all
+from bench.batching import BATCHING_SWITCH, batching_off_run, warm_up
+from bench.e2e import RunResult, latency_run, make_jpegs, throughput_run
 from cli import services
 from cli.stack import Stack, StackConfig, free_port
 from shared.apikeys import create_key
@@ -59,6 +60,22 @@ def _print_row(name: str, value: str, note: str = "") -> None:
     print(f"  {name:<44} {value:>14}  {note}")
 
 
+def _print_memory(mem: memory.MemoryReport, concurrency: int) -> None:
+    counted = ", ".join(f"{name} {n}" for name, n in mem.processes.items())
+    print(f"\n  memory, total PSS (processes: {counted}; worker = Celery parent + "
+          f"{concurrency} prefork children, serving the bench resnet18):")  # fmt: skip
+    for name, mib in mem.mib.items():
+        _print_row(name, f"{mib:.0f} MiB")
+    _print_row("platform (API + CPU workers), after serving", f"{mem.platform_mib:.0f} MiB",
+               memory.verdict(mem.platform_mib))  # fmt: skip
+    _print_row("platform, peak while serving", f"{mem.peak_platform_mib:.0f} MiB",
+               memory.verdict(mem.peak_platform_mib))  # fmt: skip
+    _print_row("platform + PostgreSQL + Valkey, after serving", f"{mem.all_mib:.0f} MiB",
+               memory.verdict(mem.all_mib))  # fmt: skip
+    _print_row("platform + PostgreSQL + Valkey, peak", f"{mem.peak_all_mib:.0f} MiB",
+               memory.verdict(mem.peak_all_mib))  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--images", type=int, default=480)
@@ -69,12 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--latency-jobs", type=int, default=30)
     parser.add_argument("--bare-seconds", type=float, default=15)
+    parser.add_argument(
+        "--batching-images", type=int, default=480,
+        help="single-image jobs per run of the micro-batching off/on comparison",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
 
     batch = get_settings().max_batch_size
     threads_each = max(1, (os.cpu_count() or 1) // args.concurrency)
-    print(f"[1/4] bare {args.architecture}@{args.size}, fp32, batch {batch}", flush=True)
+    print(f"[1/6] bare {args.architecture}@{args.size}, fp32, batch {batch}", flush=True)
     env = services.worker("cpu", args.concurrency).env
     bare = {
         f"{args.concurrency} proc x {threads_each} thr": bare_throughput(
@@ -89,10 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, rate in bare.items():
         print(f"      {name}: {rate:.1f} img/s", flush=True)
 
-    jpegs = make_jpegs(sorted(FIXTURES.glob("*.png")), args.images)
+    sources = sorted(FIXTURES.glob("*.png"))
+    all_jpegs = make_jpegs(sources, max(args.images, args.batching_images))
+    jpegs = all_jpegs[: args.images]
     with tempfile.TemporaryDirectory(prefix="medimg-bench-") as tmp:
         root = Path(tmp)
-        print("[2/4] starting the platform (embedded Postgres + Valkey, API, workers)", flush=True)
+        print("[2/6] starting the platform (embedded Postgres + Valkey, API, workers)", flush=True)
         config = StackConfig(
             data_dir=root / "data",
             api_port=free_port(),
@@ -100,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             worker_concurrency=args.concurrency,
             with_trainer=False,
             log_dir=root / "logs",
+            extra_env={BATCHING_SWITCH: "true"},  # the "on" runs; "off" restarts the workers
         )
         with Stack(config) as stack:
             write_bench_package(root / "pkg", args.architecture, args.size)
@@ -116,25 +140,35 @@ def main(argv: list[str] | None = None) -> int:
             engine.dispose()
 
             auth = {"Authorization": f"Bearer {plaintext}"}
-            with httpx.Client(base_url=stack.api_url, timeout=60, headers=auth) as client:
-                warm = [
-                    submit(client, BENCH_MODEL, jpegs[:batch]) for _ in range(2 * args.concurrency)
-                ]
-                wait_all(client, warm, poll=0.2)  # every worker process has the model loaded
+            warm_up(stack.api_url, auth, BENCH_MODEL, jpegs, batch, args.concurrency)
 
             runs = {}
             for per_job in args.images_per_job:
                 print(
-                    f"[3/4] {args.images} images, {per_job} per job, {args.clients} clients",
+                    f"[3/6] {args.images} images, {per_job} per job, {args.clients} clients",
                     flush=True,
                 )
                 runs[per_job] = throughput_run(
                     stack.api_url, auth, BENCH_MODEL, jpegs, per_job, args.clients
                 )
             print(
-                f"[4/4] latency: {args.latency_jobs} single-image jobs, one at a time", flush=True
+                f"[4/6] latency: {args.latency_jobs} single-image jobs, one at a time", flush=True
             )
             latency = latency_run(stack.api_url, auth, BENCH_MODEL, jpegs, args.latency_jobs)
+            single = all_jpegs[: args.batching_images]
+            batching: dict[str, RunResult] = {}
+            print(
+                f"[5/6] {len(single)} single-image jobs, micro-batching on (as started), "
+                "sampling memory (PSS)", flush=True,
+            )  # fmt: skip
+            with memory.PeakSampler(stack) as sampler:
+                on = throughput_run(stack.api_url, auth, BENCH_MODEL, single, 1, args.clients)
+            mem = memory.measure(stack, peaks=sampler)
+            print("[6/6] the same with micro-batching off (workers restarted)", flush=True)
+            batching["off"] = batching_off_run(
+                stack, auth, BENCH_MODEL, single, clients=args.clients, batch=batch
+            )
+            batching["on"] = on
 
     print(f"\nmedimg bench: {args.architecture}@{args.size} fp32, {os.cpu_count()} CPUs, "
           f"{args.concurrency} worker processes, torch {torch.__version__}")  # fmt: skip
@@ -150,6 +184,16 @@ def main(argv: list[str] | None = None) -> int:
         f"p50 {latency['p50_ms']:.0f} ms",
         f"p99 {latency['p99_ms']:.0f} ms",
     )
+    print("\n  single-image jobs, submitted concurrently:")
+    for mode, run in batching.items():
+        _print_row(
+            f"cross-job micro-batching {mode}", f"{run.images_per_s:.1f} img/s",
+            f"ratio {run.images_per_s / best_bare:.2f}  latency p50 "
+            f"{run.job_latency_p50_ms:.0f} ms p95 {run.job_latency_p95_ms:.0f} ms  "
+            f"mean batch {run.mean_batch_size:.2f}  "
+            f"failed {run.failed_images}",
+        )  # fmt: skip
+    _print_memory(mem, args.concurrency)
     args.out.mkdir(parents=True, exist_ok=True)
     result = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -160,6 +204,18 @@ def main(argv: list[str] | None = None) -> int:
             str(k): asdict(v) | {"ratio": v.images_per_s / best_bare} for k, v in runs.items()
         },
         "latency_single_image": latency,
+        "micro_batching": {
+            mode: asdict(run) | {"ratio": run.images_per_s / best_bare}
+            for mode, run in batching.items()
+        },
+        "memory_pss_mib": {
+            **mem.mib,
+            "platform": mem.platform_mib,
+            "platform_postgres_valkey": mem.all_mib,
+            "peak_platform": mem.peak_platform_mib,
+            "peak_platform_postgres_valkey": mem.peak_all_mib,
+            "processes": mem.processes,
+        },
     }
     path = args.out / f"e2e-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(result, indent=2))

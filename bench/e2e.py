@@ -62,8 +62,13 @@ class RunResult:
     wall_s: float
     images_per_s: float
     job_latency_p50_ms: float
+    job_latency_p95_ms: float
     job_latency_p99_ms: float
     image_latency_p50_ms: float
+    # From each image's `timing` (worker side): images per forward pass, and the wait
+    # between submission and a worker claiming the job.
+    mean_batch_size: float
+    queue_p50_ms: float
 
 
 def throughput_run(
@@ -98,6 +103,7 @@ def throughput_run(
         (_ts(j["finished_at"]) - _ts(j["created_at"])).total_seconds() * 1000 for j in jobs
     ]
     per_image = [i["latency_ms"] for j in jobs for i in j["images"] if i["latency_ms"]]
+    timings = [i["output"]["timing"] for j in jobs for i in j["images"] if i["output"]]
     failed = sum(j["images_failed"] for j in jobs)
     return RunResult(
         images=len(jpegs),
@@ -106,9 +112,18 @@ def throughput_run(
         wall_s=wall,
         images_per_s=(len(jpegs) - failed) / wall,
         job_latency_p50_ms=percentile(latencies, 50),
+        job_latency_p95_ms=percentile(latencies, 95),
         job_latency_p99_ms=percentile(latencies, 99),
         image_latency_p50_ms=statistics.median(per_image) if per_image else 0.0,
+        mean_batch_size=mean_batch_size(timings),
+        queue_p50_ms=statistics.median(t["queue_ms"] for t in timings) if timings else 0.0,
     )
+
+
+def mean_batch_size(timings: list[dict[str, Any]]) -> float:
+    """Images per forward pass: each image of a pass of n reports n, so a pass is 1/n each."""
+    passes = sum(1 / t["batch_size"] for t in timings)
+    return len(timings) / passes if passes else 0.0
 
 
 def latency_run(

@@ -10,12 +10,23 @@ from pathlib import Path
 
 def test_bench_runs_end_to_end_and_reports_ratios(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "bench", "--images", "16", "--images-per-job", "8", "1",
-           "--latency-jobs", "2", "--bare-seconds", "1", "--size", "64",
+           "--latency-jobs", "2", "--bare-seconds", "1", "--size", "64", "--batching-images", "8",
            "--out", str(tmp_path)]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=480)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "ratio" in out.stdout
     result = json.loads(next(tmp_path.glob("e2e-*.json")).read_text())
     for run in result["runs"].values():
         assert run["failed_images"] == 0 and run["images_per_s"] > 0 and run["ratio"] > 0
     assert result["latency_single_image"]["p50_ms"] > 0
+    batching = result["micro_batching"]
+    for run in batching.values():
+        assert run["failed_images"] == 0 and run["jobs"] == 8 and run["ratio"] > 0
+    # Off, every single-image job runs alone; on, a pass may hold several (not guaranteed).
+    assert batching["off"]["mean_batch_size"] == 1.0
+    assert batching["on"]["mean_batch_size"] >= 1.0
+    memory = result["memory_pss_mib"]
+    assert memory["processes"]["workers"] == 3  # Celery parent + 2 prefork children
+    assert 0 < memory["api"] and 0 < memory["workers"] and 0 < memory["postgres"]
+    assert memory["platform_postgres_valkey"] > memory["platform"] > 0
+    assert "micro-batching off" in out.stdout and "PSS" in out.stdout

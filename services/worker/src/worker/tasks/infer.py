@@ -2,8 +2,9 @@
 
 Micro-batching: a job with fewer images than MEDIMG_MAX_BATCH_SIZE also claims queued
 jobs of the same model version (worker.batching), waiting up to MEDIMG_MAX_BATCH_WAIT_MS
-for more, so single-image jobs share forward passes. Each job still gets its own
-results, operating point, artifacts and final status.
+for more, so single-image jobs share forward passes (MEDIMG_CROSS_JOB_BATCHING=false
+turns this off). Each job still gets its own results, operating point, artifacts and
+final status.
 """
 
 from __future__ import annotations
@@ -258,7 +259,7 @@ def run_inference_job(ctx: WorkerContext, job_id: uuid.UUID, worker: str) -> Non
         items = [WorkItem(primary, image) for image in jobs.pending_images(session, job_id)]
         works = [primary]
         room = ctx.settings.max_batch_size - len(items)
-        if room > 0:
+        if room > 0 and ctx.settings.cross_job_batching:
             for companion, images in batching.gather(
                 session, ctx.settings, job=job, room=room, worker=worker
             ):
