@@ -21,7 +21,18 @@ from sqlalchemy.orm import Session, sessionmaker
 from cli.stack import Stack
 from shared.config import Settings
 from shared.db.base import utcnow
-from shared.db.models import DEFAULT_TENANT_ID, ImageStatus, Job, JobImage, JobStatus, Model
+from shared.db.models import (
+    DEFAULT_TENANT_ID,
+    Dataset,
+    DatasetStatus,
+    DatasetVersion,
+    ImageStatus,
+    Job,
+    JobImage,
+    JobStatus,
+    Model,
+    TrainingJob,
+)
 from shared.db.session import make_async_engine, make_async_sessionmaker
 from shared.queueing import make_celery, queue_keys
 from tests.api.test_jobs import MODEL, _files, _labelled_pngs, _submit
@@ -56,6 +67,34 @@ def _bare_job(db: sessionmaker[Session], **values: object) -> uuid.UUID:
             **values,
         )
         s.add(job)
+        s.commit()
+        return job.id
+
+
+def _bare_training_job(db: sessionmaker[Session], **values: object) -> uuid.UUID:
+    """A training job row on the idle queue, on a placeholder dataset version."""
+    with db() as s:
+        dataset = Dataset(tenant_id=DEFAULT_TENANT_ID, name="reconcile", task="classification")
+        version = DatasetVersion(
+            dataset=dataset,
+            version=1,
+            status=DatasetStatus.FAILED,
+            source_format="folders",
+            upload_key="none",
+            upload_sha256="0" * 64,
+        )
+        job = TrainingJob(
+            tenant_id=DEFAULT_TENANT_ID,
+            task="classification",
+            dataset_version=version,
+            architecture="resnet18",
+            start_from="random",
+            monitor="auroc",
+            model_name="reconcile-test",
+            queue=IDLE_QUEUE,
+            **values,
+        )
+        s.add_all([dataset, version, job])
         s.commit()
         return job.id
 
@@ -157,6 +196,7 @@ def test_reconciler_resends_lost_jobs_once_and_fails_exhausted_ones(
         lease_expires_at=utcnow() - timedelta(seconds=5),
     )
     fresh = _bare_job(db)  # its message may still be on its way: left alone
+    training = _bare_training_job(db, created_at=old)
     settings = _settings(stack, max_attempts=3, reconcile_grace_seconds=60)
 
     async def passes() -> tuple[list[uuid.UUID], list[uuid.UUID], set[uuid.UUID]]:
@@ -168,6 +208,10 @@ def test_reconciler_resends_lost_jobs_once_and_fails_exhausted_ones(
             first = await reconcile_once(settings=settings, **kw)  # type: ignore[arg-type]
             second = await reconcile_once(settings=settings, **kw)  # type: ignore[arg-type]
             present = await ids_in_broker(redis, {IDLE_QUEUE}, 60)
+            waiting = b"".join(
+                [b"".join(await redis.lrange(k, 0, -1)) for k in queue_keys(IDLE_QUEUE)]
+            )
+            assert f"'training_job_id': '{training}'".encode() in waiting  # the trainer's kwarg
             await redis.delete(*queue_keys(IDLE_QUEUE))
             return first.failed + second.failed, second.requeued, present
         finally:
@@ -176,7 +220,7 @@ def test_reconciler_resends_lost_jobs_once_and_fails_exhausted_ones(
             await engine.dispose()
 
     failed, requeued_again, present = asyncio.run(passes())
-    assert {lost, expired} <= present  # re-sent, by this pass (or the API's own)
+    assert {lost, expired, training} <= present  # re-sent, by this pass (or the API's own)
     assert fresh not in present and exhausted not in present
     assert not {lost, expired} & set(requeued_again)  # a message is waiting: not sent twice
     assert exhausted in failed
@@ -188,6 +232,9 @@ def test_reconciler_resends_lost_jobs_once_and_fails_exhausted_ones(
             update(Job)
             .where(Job.id.in_([lost, expired, fresh]))
             .values(status=JobStatus.CANCELLED, lease_expires_at=None)
+        )
+        s.execute(
+            update(TrainingJob).where(TrainingJob.id == training).values(status=JobStatus.CANCELLED)
         )
         s.commit()
 
