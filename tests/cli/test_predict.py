@@ -28,7 +28,7 @@ def test_predict_folder_writes_one_csv_row_per_image(
     result = subprocess.run(
         [
             sys.executable, "-m", "cli", "predict", str(folder), "--model", "pneumonia-resnet18",
-            "--api", stack.api_url, "--key", make_key(), "--out", str(out), "--batch", "2",
+            "--api-url", stack.api_url, "--api-key", make_key(), "--out", str(out), "--batch", "2",
             "--target-sensitivity", "0.95",
         ],
         capture_output=True, text=True, timeout=180,

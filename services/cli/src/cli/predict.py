@@ -206,8 +206,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("folder", help="folder searched recursively for PNG, JPEG and DICOM files")
     p.add_argument("--model", required=True, help="name, name:version or name@alias")
     p.add_argument("--out", default="results.csv", help="CSV to write (default: results.csv)")
-    p.add_argument("--api", default=os.environ.get("MEDIMG_API_URL", "http://127.0.0.1:8000"))
-    p.add_argument("--key", help="API key (default: $MEDIMG_API_KEY)")
+    p.add_argument(
+        "--api-url",
+        "--api",
+        dest="api",
+        default=os.environ.get("MEDIMG_API_URL", "http://127.0.0.1:8000"),
+    )
+    p.add_argument("--api-key", "--key", dest="key", help="API key (default: $MEDIMG_API_KEY)")
     p.add_argument("--batch", type=int, default=16, help="images per job (default: 16)")
     p.add_argument("--priority", choices=["routine", "stat"], default="routine")
     point = p.add_mutually_exclusive_group()
