@@ -7,6 +7,7 @@ and leave it running with one `cpu` worker for the next test.
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 import time
@@ -103,6 +104,13 @@ def test_valkey_restart_without_persistence_loses_no_queued_job(
     # The API reconnects to the new server, and the reconciler re-sends the lost jobs.
     ids += [chaos.submit_ok(images[:2]) for _ in range(2)]
     _report("valkey-restart", chaos, ids, dict.fromkeys(ids, 2))
+    metrics = httpx.get(chaos.stack.api_url + "/metrics", timeout=10).text
+    resent = re.search(
+        r'^medimg_reconciler_requeued_total\{kind="inference",reason="lost"\} (\S+)$',
+        metrics,
+        re.MULTILINE,
+    )
+    assert resent and float(resent.group(1)) >= 10, "the reconciler re-sent the lost jobs"
 
 
 def test_postgres_outage_answers_503_and_loses_nothing_accepted(
