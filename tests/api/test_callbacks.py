@@ -24,6 +24,7 @@ from shared.callbacks import (
 from shared.config import Settings
 from shared.errors import InvalidRequest
 from tests.conftest import CALLBACK_SECRET, FIXTURES, wait_for_job
+from tests.fixtures.datasets import pneumonia_tiny_zip
 
 PNG = FIXTURES / "pneumoniamnist" / "test_0001_normal.png"
 RECEIVER_HOST = "127.0.0.2"  # allow-listed by address in tests/conftest.py
@@ -242,3 +243,39 @@ def test_a_slow_receiver_delays_neither_workers_nor_other_callbacks(
     assert fast_request.at < first_slow.at  # delivered while the slow one was still hanging
     callback = api.get(f"/v1/jobs/{slow}").json()["callback"]
     assert callback["status"] == "pending" and "Timeout" in callback["last_error"]
+
+
+def test_training_job_callback_on_cancel_and_policy(api: httpx.Client, receiver: Receiver) -> None:
+    upload = api.post(
+        "/v1/datasets",
+        data={"name": "callback-training"},
+        files={"file": ("data.zip", pneumonia_tiny_zip(), "application/zip")},
+    )
+    assert upload.status_code == 202, upload.text
+    deadline = time.monotonic() + 90
+    while (version := api.get(upload.headers["Location"]).json())["status"] == "importing":
+        assert time.monotonic() < deadline, "dataset import did not finish"
+        time.sleep(0.2)
+    assert version["status"] == "ready", version
+    body = {"dataset": "callback-training", "params": {"epochs": 1, "image_size": 32}}
+
+    refused = api.post("/v1/training-jobs", json={**body, "callback_url": "http://10.0.0.7/hook"})
+    assert refused.status_code == 422
+    assert refused.headers["content-type"].startswith("application/problem+json")
+
+    created = api.post(
+        "/v1/training-jobs", json={**body, "callback_url": receiver.url("/training")}
+    )
+    assert created.status_code == 202, created.text
+    job_id = created.json()["id"]
+    assert api.post(f"/v1/training-jobs/{job_id}/cancel").status_code == 200
+
+    (request,) = receiver.wait_for("/training")
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    assert verify(
+        CALLBACK_SECRET, headers["x-medimg-timestamp"], headers["x-medimg-signature"], request.body
+    )
+    payload = json.loads(request.body)
+    assert payload["kind"] == "training_job" and payload["id"] == job_id
+    assert payload["status"] == "cancelled"
+    assert payload["result_path"] == f"/v1/training-jobs/{job_id}"

@@ -18,6 +18,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from shared.callbacks import OwnerKind, enqueue_callbacks
 from shared.db.base import utcnow
 from shared.db.models import JobStatus, TrainingEpoch, TrainingJob
 from shared.errors import AppError
@@ -172,6 +173,7 @@ def succeed(
         )
         .returning(TrainingJob.id)
     ).first()
+    enqueue_callbacks(session, OwnerKind.TRAINING_JOB, [job_id])  # outbox, same transaction
     return row is not None
 
 
@@ -189,4 +191,5 @@ def fail(session: Session, job_id: uuid.UUID, error: AppError, worker: str | Non
             lease_expires_at=None,
         )
     )
+    enqueue_callbacks(session, OwnerKind.TRAINING_JOB, [job_id])
     session.commit()

@@ -122,6 +122,11 @@ class TrainingJobCreate(BaseModel):
         False, description="Move the `production` alias to the result if it beats the current one"
     )
     params: TrainingParams = Field(default_factory=TrainingParams)
+    callback_url: str | None = Field(
+        None,
+        max_length=2048,
+        description="POSTed (signed) when the job ends; must be in the server's allow-list",
+    )
 
 
 class TrainingEpochPublic(BaseModel):

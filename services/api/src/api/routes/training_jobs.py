@@ -12,9 +12,10 @@ from api import audit
 from api.auth import Principal, require
 from api.crud import artifacts as artifacts_crud
 from api.crud import training_jobs as crud
-from api.deps import CeleryDep, SessionDep, StoreDep
+from api.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
 from api.enqueue import submit_training
 from shared.auth import Scope
+from shared.callbacks import OwnerKind, enqueue_statement, validate_callback_url
 from shared.db.base import utcnow
 from shared.db.models import Artifact, JobStatus, TrainingJob
 from shared.errors import NotFound, ServiceUnavailable
@@ -110,12 +111,17 @@ async def create_training_job(
     principal: Train,
     response: Response,
     session: SessionDep,
+    settings: SettingsDep,
     celery: CeleryDep,
 ) -> TrainingJobPublic:
     """Train a model on a ready dataset version; poll the job, then use its model version."""
+    callback_url = None
+    if body.callback_url is not None:  # resolves DNS: off the event loop
+        callback_url = await run_in_threadpool(validate_callback_url, body.callback_url, settings)
     job = await crud.create_training_job(
         session=session, tenant_id=principal.tenant_id, request=body
     )
+    job.callback_url = callback_url
     await audit.record(
         session,
         principal,
@@ -130,6 +136,7 @@ async def create_training_job(
     except ServiceUnavailable as exc:
         job.status, job.finished_at = JobStatus.FAILED, utcnow()
         job.error_type, job.error_detail = exc.type, exc.detail
+        await session.execute(enqueue_statement(OwnerKind.TRAINING_JOB, [job.id]))
         await session.commit()
         raise
     response.headers["Location"] = f"/v1/training-jobs/{job.id}"
@@ -174,6 +181,7 @@ async def cancel_training_job(
     """Cancel a queued or running training job; it never turns succeeded afterwards."""
     await crud.cancel_training_job(session=session, tenant_id=principal.tenant_id, job_id=job_id)
     await audit.record(session, principal, "training_job.cancel", "training_job", str(job_id))
+    await session.execute(enqueue_statement(OwnerKind.TRAINING_JOB, [job_id]))
     await session.commit()
     return await _read(session, principal, job_id)
 
