@@ -107,7 +107,7 @@ def _policy(*hosts: str, allow_http: bool = False, blocked: tuple[str, ...] = ()
         callback_allowed_hosts=list(hosts),
         callback_allow_http=allow_http,
         callback_blocked_cidrs=list(blocked),
-        callback_secret="s",
+        callback_secret="s" * 32,
     )
 
 
