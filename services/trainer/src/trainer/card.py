@@ -187,6 +187,25 @@ def render_readme(card: ModelCard) -> str:
             for b in m["baselines"]
         ]
         lines.append("")
+    lines += provenance_lines(card)
+    lines += [
+        "## Files",
+        "",
+        "- `card.json`: this card, machine-readable (`shared.schemas.models.ModelCard`).",
+        "- `weights.pt`: `state_dict` in float16; load with "
+        "`shared.ml.architectures.load_state_dict` (upcasts to float32).",
+        "",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt_extra(v: Any) -> str:
+    return f"`{json.dumps(v)}`" if isinstance(v, dict | list) else str(v)
+
+
+def provenance_lines(card: ModelCard) -> list[str]:
+    """The README's Data and Training sections: where the data came from, how to reproduce."""
+    lines: list[str] = []
     if card.data:
         d = card.data
         lines += ["## Data", "", f"- Source: {d.source}", f"- Licence: {d.licence}"]
@@ -207,16 +226,4 @@ def render_readme(card: ModelCard) -> str:
         ]
         lines += [f"- {k}: {_fmt_extra(v)}" for k, v in t.extra.items() if k != "history"]
         lines.append("")
-    lines += [
-        "## Files",
-        "",
-        "- `card.json`: this card, machine-readable (`shared.schemas.models.ModelCard`).",
-        "- `weights.pt`: `state_dict` in float16; load with "
-        "`shared.ml.architectures.load_state_dict` (upcasts to float32).",
-        "",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _fmt_extra(v: Any) -> str:
-    return f"`{json.dumps(v)}`" if isinstance(v, dict | list) else str(v)
+    return lines

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import JobsRead
@@ -13,6 +14,7 @@ from api.crud.jobs import get_job
 from api.deps import SessionDep, StoreDep
 from shared.errors import NotFound
 from shared.schemas.artifacts import ArtifactPublic, ArtifactsPublic
+from shared.storage import BlobStore
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -50,13 +52,20 @@ async def download_job_artifact(
 ) -> Response:
     """Download one artifact of a job with its content type."""
     await get_job(session=session, tenant_id=principal.tenant_id, job_id=job_id, with_images=False)
+    return await artifact_response(session, store, principal.tenant_id, job_id, name)
+
+
+async def artifact_response(
+    session: AsyncSession, store: BlobStore, tenant_id: uuid.UUID, owner_id: uuid.UUID, name: str
+) -> Response:
+    """An artifact of a job or training job the caller may see, as a download."""
     artifact = await crud.get_artifact(
-        session=session, tenant_id=principal.tenant_id, owner_id=job_id, name=name
+        session=session, tenant_id=tenant_id, owner_id=owner_id, name=name
     )
     try:
         data = await run_in_threadpool(store.get, artifact.storage_key)
     except FileNotFoundError:
-        raise NotFound(f"artifact {name!r} of job {job_id} is missing from the store") from None
+        raise NotFound(f"artifact {name!r} of {owner_id} is missing from the store") from None
     return Response(
         content=data,
         media_type=artifact.content_type,

@@ -14,11 +14,12 @@ from api.crud import artifacts as artifacts_crud
 from api.crud import training_jobs as crud
 from api.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
 from api.enqueue import submit_training
+from api.routes.artifacts import artifact_response
 from shared.auth import Scope
 from shared.callbacks import OwnerKind, enqueue_statement, validate_callback_url
 from shared.db.base import utcnow
 from shared.db.models import Artifact, JobStatus, TrainingJob
-from shared.errors import NotFound, ServiceUnavailable
+from shared.errors import ServiceUnavailable
 from shared.schemas.training import (
     ArtifactPublic,
     TrainingEpochPublic,
@@ -196,15 +197,4 @@ async def download_training_artifact(
 ) -> Response:
     """Download an artifact of a training job (curves.png, TensorBoard events, model card)."""
     await crud.get_training_job(session=session, tenant_id=principal.tenant_id, job_id=job_id)
-    artifact = await artifacts_crud.get_artifact(
-        session=session, tenant_id=principal.tenant_id, owner_id=job_id, name=name
-    )
-    try:
-        data = await run_in_threadpool(store.get, artifact.storage_key)
-    except FileNotFoundError:
-        raise NotFound(f"artifact {name!r} of training job {job_id} is missing") from None
-    return Response(
-        content=data,
-        media_type=artifact.content_type,
-        headers={"Content-Disposition": f'attachment; filename="{artifact.name}"'},
-    )
+    return await artifact_response(session, store, principal.tenant_id, job_id, name)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from shared.schemas.models import DataProvenance, InputSpec, ModelCard, TrainingRecord
+from trainer.card import provenance_lines
 
 BCCD_DATA = DataProvenance(
     source="BCCD (Shenggan/BCCD_Dataset @ d272fb14cdff6e473fafeeeba32aba5f560e9e43): 364 "
@@ -134,29 +134,7 @@ def render_detection_readme(card: ModelCard) -> str:
         lines.append("|---|---:|---|")
         lines += [f"| {b['method']} | {_ap(b['map_50'])} | {b['source']} |" for b in m["baselines"]]
         lines.append("")
-    if card.data:
-        d = card.data
-        lines += ["## Data", "", f"- Source: {d.source}", f"- Licence: {d.licence}"]
-        lines += [f"- Split: {d.split}", f"- Cite: {d.citation}", ""]
-    if card.training:
-        t = card.training
-        lines += [
-            "## Training",
-            "",
-            "Reproduce from the repository root:",
-            "",
-            "```bash",
-            t.command,
-            "```",
-            "",
-            f"- Epochs run: {t.epochs}; wall time {t.wall_time_s / 60:.1f} min on {t.hardware}; "
-            f"seed {t.seed}",
-        ]
-        for k, v in t.extra.items():
-            if k != "history":
-                shown = f"`{json.dumps(v)}`" if isinstance(v, dict | list) else str(v)
-                lines.append(f"- {k}: {shown}")
-        lines.append("")
+    lines += provenance_lines(card)
     lines += [
         "## Files",
         "",
