@@ -115,8 +115,8 @@ class Chaos:
         files = [("files", (f"img{i}.png", b, "image/png")) for i, b in enumerate(images)]
         return self.client.post("/v1/jobs", data={"model": MODEL, **form}, files=files)
 
-    def submit_ok(self, images: list[bytes]) -> uuid.UUID:
-        response = self.submit(images)
+    def submit_ok(self, images: list[bytes], **form: str) -> uuid.UUID:
+        response = self.submit(images, **form)
         assert response.status_code == 202, response.text
         return uuid.UUID(response.json()["id"])
 
