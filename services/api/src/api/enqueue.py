@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 from celery import Celery
 from kombu.exceptions import OperationalError as BrokerError
@@ -15,63 +16,73 @@ from shared.queueing import PRIORITY_VALUE
 from shared.tasks import Queue, TaskName
 
 log = logging.getLogger(__name__)
+_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5}
+
+
+async def _send(
+    celery: Celery,
+    task: TaskName,
+    kwargs: dict[str, str],
+    *,
+    queue: str,
+    what: str,
+    retry_hint: str = "Retry shortly.",
+    problem_extensions: dict[str, Any] | None = None,
+    **options: Any,
+) -> None:
+    """send_task off the event loop (it blocks on the socket); broker down -> 503 problem."""
+    try:
+        await run_in_threadpool(
+            celery.send_task,
+            task,
+            kwargs=kwargs,
+            queue=queue,
+            retry=True,
+            retry_policy=_RETRY_POLICY,
+            **options,
+        )
+    except (BrokerError, OSError) as exc:
+        log.warning("broker unavailable while enqueueing %s %s: %s", what, kwargs, exc)
+        raise ServiceUnavailable(
+            f"The job queue is not reachable; the {what} was not started. {retry_hint}",
+            **(problem_extensions or {}),
+        ) from exc
 
 
 async def submit_inference(
     celery: Celery, *, job_id: uuid.UUID, queue: str, priority: Priority
 ) -> None:
     """Send the job's task; raise ServiceUnavailable if the broker cannot take it."""
-    try:
-        # send_task blocks on the socket: keep it off the event loop.
-        await run_in_threadpool(
-            celery.send_task,
-            TaskName.INFER,
-            kwargs={"job_id": str(job_id)},
-            queue=queue,
-            priority=PRIORITY_VALUE[priority],
-            retry=True,
-            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
-        )
-    except (BrokerError, OSError) as exc:
-        log.warning("broker unavailable while enqueueing job %s: %s", job_id, exc)
-        raise ServiceUnavailable(
-            "The job queue is not reachable; the job was not started. Retry shortly.",
-            job_id=str(job_id),
-        ) from exc
+    await _send(
+        celery,
+        TaskName.INFER,
+        {"job_id": str(job_id)},
+        queue=queue,
+        what="job",
+        problem_extensions={"job_id": str(job_id)},
+        priority=PRIORITY_VALUE[priority],
+    )
 
 
 async def submit_dataset_import(celery: Celery, *, version_id: uuid.UUID) -> None:
     """Send a dataset version's import task to the cpu queue (torch-free work)."""
-    try:
-        await run_in_threadpool(
-            celery.send_task,
-            TaskName.IMPORT_DATASET,
-            kwargs={"version_id": str(version_id)},
-            queue=Queue.CPU,
-            retry=True,
-            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
-        )
-    except (BrokerError, OSError) as exc:
-        log.warning("broker unavailable while enqueueing import %s: %s", version_id, exc)
-        raise ServiceUnavailable(
-            "The job queue is not reachable; the import was not started. Upload again shortly."
-        ) from exc
+    await _send(
+        celery,
+        TaskName.IMPORT_DATASET,
+        {"version_id": str(version_id)},
+        queue=Queue.CPU,
+        what="import",
+        retry_hint="Upload again shortly.",
+    )
 
 
 async def submit_training(celery: Celery, *, training_job_id: uuid.UUID) -> None:
     """Send a training job to the `train` queue; ServiceUnavailable if the broker is down."""
-    try:
-        await run_in_threadpool(
-            celery.send_task,
-            TaskName.FINE_TUNE,
-            kwargs={"training_job_id": str(training_job_id)},
-            queue=Queue.TRAIN.value,
-            retry=True,
-            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
-        )
-    except (BrokerError, OSError) as exc:
-        log.warning("broker unavailable while enqueueing training job %s: %s", training_job_id, exc)
-        raise ServiceUnavailable(
-            "The job queue is not reachable; the training job was not started. Retry shortly.",
-            training_job_id=str(training_job_id),
-        ) from exc
+    await _send(
+        celery,
+        TaskName.FINE_TUNE,
+        {"training_job_id": str(training_job_id)},
+        queue=Queue.TRAIN.value,
+        what="training job",
+        problem_extensions={"training_job_id": str(training_job_id)},
+    )
