@@ -32,17 +32,18 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def head_revision() -> str | None:
-    return ScriptDirectory.from_config(alembic_config("")).get_current_head()
+def head_revisions() -> frozenset[str]:
+    """Every head of the migration graph (branches may be open until a merge revision)."""
+    return frozenset(ScriptDirectory.from_config(alembic_config("")).get_heads())
 
 
-def current_revision(connection: Connection) -> str | None:
-    return MigrationContext.configure(connection).get_current_revision()
+def current_revisions(connection: Connection) -> frozenset[str]:
+    return frozenset(MigrationContext.configure(connection).get_current_heads())
 
 
 def upgrade(url: str, *, register_models: bool = True) -> None:
     settings = get_settings()
-    command.upgrade(alembic_config(url), "head")
+    command.upgrade(alembic_config(url), "heads")
     if not register_models:
         return
     engine = make_engine(url)

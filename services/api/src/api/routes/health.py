@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
-from shared.db.migrate import current_revision, head_revision
+from shared.db.migrate import current_revisions, head_revisions
 
 router = APIRouter(tags=["health"])
 
@@ -23,9 +23,11 @@ async def healthz() -> dict[str, str]:
 async def _database(request: Request) -> str:
     async with request.app.state.engine.connect() as conn:
         await conn.execute(text("SELECT 1"))
-        current = await conn.run_sync(current_revision)
-    head = head_revision()
-    return "ok" if current == head else f"migrations at {current}, expected {head}"
+        current = await conn.run_sync(current_revisions)
+    heads = head_revisions()
+    if current == heads:
+        return "ok"
+    return f"migrations at {sorted(current)}, expected {sorted(heads)}"
 
 
 def _broker(request: Request) -> str:

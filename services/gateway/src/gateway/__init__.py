@@ -1,0 +1,1 @@
+"""medimg DICOM gateway: a node a PACS can route studies to."""
