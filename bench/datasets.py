@@ -69,7 +69,32 @@ def pack_ddti(out: Path, data_dir: Path = SHARED_DATA / "ddti_thyroid") -> Path:
     return out
 
 
+def pack_ddti_seg(out: Path, data_dir: Path = SHARED_DATA / "ddti_thyroid") -> Path:
+    """All 654 DDTI crops with their nodule masks, `images/` + `masks/` (segmentation).
+
+    Not pre-split: the platform splits 70/15/15, seeded and grouped by case (`group_pattern`
+    `^(\\d+)_`), so no patient's nodule is in two splits; byte-identical crops are dropped at
+    upload (`on_duplicate=drop`).
+    """
+    with (
+        zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive,
+        (data_dir / "labels.csv").open() as rows,
+    ):
+        for row in csv.DictReader(rows):
+            image, mask = data_dir / row["image"], data_dir / row["mask"]
+            archive.write(image, f"ddti_seg/images/{image.name}")
+            archive.write(mask, f"ddti_seg/masks/{mask.name}")
+        archive.writestr(
+            "ddti_seg/dataset.json",
+            json.dumps({"labels": {"0": "background", "1": "nodule"}, "group_pattern": r"^(\d+)_"}),
+        )
+    return out
+
+
 PACKERS: dict[str, Callable[[Path], Path]] = {
     "pneumoniamnist": pack_pneumoniamnist,
     "ddti": pack_ddti,
+    "ddti-seg": pack_ddti_seg,
 }
+# The training task of each packed set (classification unless listed).
+TASKS: dict[str, str] = {"ddti-seg": "segmentation"}

@@ -2,6 +2,8 @@
 
     .venv/bin/python -m bench.train_real ddti --architecture efficientnet_lite0 \
         --start-from imagenet
+    .venv/bin/python -m bench.train_real ddti-seg --architecture unet_mobilenet_v2 \
+        --start-from imagenet
 
 Starts the platform as `make run` does (embedded PostgreSQL + Valkey, API, cpu worker,
 trainer) on free ports in a temporary folder, uploads the dataset zip packed by
@@ -20,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from bench.datasets import PACKERS
+from bench.datasets import PACKERS, TASKS
 from cli.stack import Stack, StackConfig, free_port
 from cli.train import follow
 from shared.apikeys import create_key
@@ -89,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                 if dataset["status"] != "ready":
                     raise SystemExit(json.dumps(dataset, indent=2)[:4000])
                 body = {
+                    "task": TASKS.get(args.dataset, "classification"),
                     "dataset": args.dataset,
                     "architecture": args.architecture,
                     "start_from": args.start_from,

@@ -45,6 +45,10 @@ def _detector(stem_key: str, *, retinanet: bool = False) -> ArchitectureSpec:
     return ArchitectureSpec("detection", head, stem_key, 1, anchors, stem_channels=3)
 
 
+def _segmenter(stem_key: str) -> ArchitectureSpec:
+    return ArchitectureSpec("segmentation", "segmentation_head.0.weight", stem_key, stem_channels=3)
+
+
 ARCHITECTURES: dict[str, ArchitectureSpec] = {
     "resnet18": _resnet(),
     "resnet34": _resnet(),
@@ -68,6 +72,10 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
     },
     "fasterrcnn_mobilenet_v3_large_fpn": _detector("backbone.body.0.0.weight"),
     "fasterrcnn_efficientnet_lite0_fpn": _detector("backbone.body._conv_stem.weight"),
+    # Segmentation U-Nets (shared.ml.segmentation.SEGMENTERS): one output channel per label,
+    # labels[0] the background; RGB stem (grayscale is replicated).
+    "unet_mobilenet_v2": _segmenter("encoder.features.0.0.weight"),
+    "unet_resnet34": _segmenter("encoder.conv1.weight"),
 }
 
 

@@ -29,6 +29,7 @@ class ItemRef:
     boxes: list[dict[str, object]] | None
     width: int
     height: int
+    mask_key: str | None = None  # segmentation label map
 
 
 def load_items(session: Session, dataset_version_id: uuid.UUID) -> dict[str, list[ItemRef]]:
@@ -41,13 +42,14 @@ def load_items(session: Session, dataset_version_id: uuid.UUID) -> dict[str, lis
             DatasetItem.boxes,
             DatasetItem.width,
             DatasetItem.height,
+            DatasetItem.mask_key,
         )
         .where(DatasetItem.dataset_version_id == dataset_version_id)
         .order_by(DatasetItem.split, DatasetItem.sha256)
     ).all()
     splits: dict[str, list[ItemRef]] = {s.value: [] for s in Split}
-    for split, key, label, boxes, width, height in rows:
-        splits[split].append(ItemRef(key, label, boxes, width, height))
+    for split, key, label, boxes, width, height, mask_key in rows:
+        splits[split].append(ItemRef(key, label, boxes, width, height, mask_key))
     return splits
 
 

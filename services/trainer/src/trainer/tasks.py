@@ -77,6 +77,10 @@ def run_training_job(ctx: TrainerContext, job_id: uuid.UUID, worker: str) -> flo
             from trainer.detection_job import run_detection  # detection stack only when needed
 
             ref = run_detection(ctx, job, reporter)
+        elif job.task == "segmentation":
+            from trainer.segmentation.job import run_segmentation
+
+            ref = run_segmentation(ctx, job, reporter)
         else:
             ref = run_classification(ctx, job, reporter)
         log.info("training job succeeded: registered %s", ref)

@@ -19,6 +19,7 @@ from shared.config import Settings
 from shared.datasets import records as rec
 from shared.datasets import splits
 from shared.datasets.formats import PARSERS, SourceFormat, Task
+from shared.datasets.formats import segmentation_masks as seg_masks
 from shared.datasets.safezip import SafeArchive, ZipLimits, open_archive
 from shared.db.base import utcnow
 from shared.db.models import Dataset, DatasetItem, DatasetStatus, DatasetVersion
@@ -89,6 +90,11 @@ def _read_all(
         record = rec.read_entry(
             entry, data, max_pixels=settings.max_image_pixels, problems=problems
         )
+        if record is not None and entry.mask is not None:
+            record.mask = _read_mask(archive, entry.path, entry.mask, record, parsed, store,
+                                     settings, problems)  # fmt: skip
+            if record.mask is None:
+                continue
         if record is not None:
             record.storage_key, _ = store.put(
                 data, prefix="images", suffix=SUFFIX.get(record.format, "")
@@ -96,6 +102,44 @@ def _read_all(
             records.append(record)
     progress("reading", total, total, force=True)
     return records
+
+
+def _read_mask(
+    archive: SafeArchive,
+    path: str,
+    mask_path: str,
+    record: rec.Record,
+    parsed: Any,
+    store: BlobStore,
+    settings: Settings,
+    problems: list[dict[str, str]],
+) -> seg_masks.MaskInfo | None:
+    """Check an image's mask and store it normalised (8-bit PNG of class ids)."""
+    labels = seg_masks.read_mask(
+        archive.read(mask_path),
+        path=path,
+        mask_path=mask_path,
+        width=record.width,
+        height=record.height,
+        declared=parsed.labels if parsed.labels_declared else None,
+        max_pixels=settings.max_image_pixels,
+        problems=problems,
+    )
+    if labels is None:
+        return None
+    key, _ = store.put(seg_masks.encode_png(labels), prefix="masks", suffix=".png")
+    return seg_masks.MaskInfo(key, seg_masks.pixel_counts(labels), int(labels.size))
+
+
+def _stratum(r: rec.Record, counts: dict[str, int]) -> str:
+    """Split strata: the label; a detection image's rarest class; a mask's rarest class."""
+    if r.label is not None:
+        return r.label
+    if r.mask is not None:
+        present = [f"class {v}" for v, n in r.mask.pixels.items() if v and n]
+        return min(present, key=lambda s: (counts.get(s, 0), s)) if present else "(empty mask)"
+    labels = {b["label"] for b in r.boxes or []}
+    return min(labels, key=lambda s: (counts[s], s)) if labels else "(no objects)"
 
 
 def _split(
@@ -122,14 +166,10 @@ def _split(
     for r in records:
         for b in r.boxes or []:
             counts[b["label"]] = counts.get(b["label"], 0) + 1
-    items = []
-    for r in records:
-        if r.label is not None:
-            stratum = r.label
-        else:  # detection: balance on the image's rarest class
-            labels = {b["label"] for b in r.boxes or []}
-            stratum = min(labels, key=lambda s: (counts[s], s)) if labels else "(no objects)"
-        items.append(splits.SplitItem(stratum, r.group))
+        for v, n in (r.mask.pixels if r.mask else {}).items():
+            if v and n:
+                counts[f"class {v}"] = counts.get(f"class {v}", 0) + 1
+    items = [splits.SplitItem(_stratum(r, counts), r.group) for r in records]
     return splits.assign_splits(items, ratios, int(spec.get("seed", 0)))
 
 
@@ -154,7 +194,11 @@ def _build(
     records, dropped = rec.drop_duplicates(
         records, drop=spec.get("on_duplicate") == "drop", problems=problems
     )
-    rec.check_labels(records, parsed, problems)
+    if task == Task.SEGMENTATION:
+        labels = seg_masks.finish(parsed, [r.mask for r in records], problems)
+    else:
+        rec.check_labels(records, parsed, problems)
+        labels = parsed.labels
     spec["group_by"] = rec.resolve_groups(
         records,
         spec.get("group_by") or "auto",
@@ -165,10 +209,9 @@ def _build(
     assigned = _split(records, spec, parsed, problems) if records else []
     if problems:
         raise _Failed(problems)
-    stats = rec.compute_stats(records, assigned, task)
+    stats = rec.compute_stats(records, assigned, task, labels)
     stats["notes"] = parsed.notes[:MAX_STORED_PROBLEMS]
     stats["dropped_duplicates"] = dropped[:MAX_STORED_PROBLEMS]
-    labels = parsed.labels
     return records, assigned, spec, labels, stats
 
 
@@ -199,6 +242,7 @@ def _write(
             "height": r.height,
             "label": r.label,
             "boxes": r.boxes,
+            "mask_key": r.mask.key if r.mask else None,
             "group_id": r.group[:128] if r.group else None,
         }
         for r, split in zip(records, assigned, strict=True)

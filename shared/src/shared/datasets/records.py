@@ -13,6 +13,7 @@ from typing import Any
 import pydicom
 
 from shared.datasets.formats.base import Entry, Parsed, Task
+from shared.datasets.formats.segmentation_masks import MaskInfo, mask_stats
 from shared.errors import AppError
 from shared.imaging.decode import decode_image
 
@@ -36,6 +37,7 @@ class Record:
     group: str | None
     extra: dict[str, str] = field(default_factory=dict)  # pseudonymised DICOM ids
     storage_key: str = ""
+    mask: MaskInfo | None = None  # segmentation: the stored, checked label map
 
 
 def _dicom_ids(data: bytes) -> dict[str, str]:
@@ -193,7 +195,9 @@ def _summary(values: list[int]) -> dict[str, float]:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
-def compute_stats(records: list[Record], splits: list[str], task: Task) -> dict[str, Any]:
+def compute_stats(
+    records: list[Record], splits: list[str], task: Task, labels: list[str] | None = None
+) -> dict[str, Any]:
     """Counts per class and split, boxes per class, groups per split, image-size statistics."""
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     boxes: dict[str, Counter[str]] = defaultdict(Counter)
@@ -221,6 +225,10 @@ def compute_stats(records: list[Record], splits: list[str], task: Task) -> dict[
             s: dict(sorted(boxes[s].items())) for s in ("train", "validation", "test")
         }
         stats["images_without_boxes"] = sum(1 for r in records if not r.boxes)
+    if task == Task.SEGMENTATION:
+        stats["masks"] = mask_stats([r.mask for r in records], splits, labels or [])
+        for split in ("train", "validation", "test"):  # images containing each class
+            stats["counts"][split] = stats["masks"]["images_with_class"][split]
     if records:
         stats["image_size"] = {
             "width": _summary([r.width for r in records]),

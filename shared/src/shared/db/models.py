@@ -271,7 +271,7 @@ class Dataset(UUIDPrimaryKey, CreatedAt, Base):
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id"))
     name: Mapped[str] = mapped_column(String(100))
-    task: Mapped[str] = mapped_column(String(32))  # "classification" | "detection"
+    task: Mapped[str] = mapped_column(String(32))  # classification | detection | segmentation
     description: Mapped[str] = mapped_column(Text, default="")
 
     versions: Mapped[list[DatasetVersion]] = relationship(
@@ -334,6 +334,8 @@ class DatasetItem(UUIDPrimaryKey, Base):
     boxes: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
     # Patient or study the image belongs to: no group spans two splits.
     group_id: Mapped[str | None] = mapped_column(String(128))
+    # Segmentation: blob key of the label map (8-bit PNG, pixel = class id, 0 = background).
+    mask_key: Mapped[str | None] = mapped_column(String(255))
 
 
 class TrainingJob(UUIDPrimaryKey, CreatedAt, Base):

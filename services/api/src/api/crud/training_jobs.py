@@ -29,6 +29,7 @@ from shared.schemas.training import (
     CLASSIFICATION_ARCHITECTURES,
     DETECTION_ARCHITECTURES,
     MONITORS,
+    SEGMENTATION_ARCHITECTURES,
     TrainingJobCreate,
     missing_imagenet_file,
 )
@@ -86,7 +87,11 @@ async def _dataset_version(session: AsyncSession, tenant_id: uuid.UUID, ref: str
 
 
 def _check_architecture(task: str, architecture: str) -> None:
-    known = CLASSIFICATION_ARCHITECTURES if task == "classification" else DETECTION_ARCHITECTURES
+    known = {
+        "classification": CLASSIFICATION_ARCHITECTURES,
+        "detection": DETECTION_ARCHITECTURES,
+        "segmentation": SEGMENTATION_ARCHITECTURES,
+    }[task]
     if architecture not in known:
         raise InvalidRequest(
             f"unknown {task} architecture {architecture!r}; "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from shared.datasets.formats import coco, folders, labelstudio, rsna, voc
+from shared.datasets.formats import coco, folders, labelstudio, rsna, segmentation, voc
 from shared.datasets.formats.base import FORMAT_TASK, Parsed, SourceFormat, Task
 from shared.datasets.safezip import SafeArchive
 from shared.errors import InvalidDataset
@@ -15,6 +15,8 @@ PARSERS: dict[SourceFormat, Callable[[SafeArchive], Parsed]] = {
     SourceFormat.COCO: coco.parse,
     SourceFormat.RSNA: rsna.parse,
     SourceFormat.LABELSTUDIO: labelstudio.parse,
+    SourceFormat.MSD: segmentation.parse_msd,
+    SourceFormat.MASKS: segmentation.parse_masks,
 }
 _SNIFF = 4096
 _COCO_KEYS = ('"images"', '"annotations"', '"categories"')
@@ -31,8 +33,13 @@ def detect_format(archive: SafeArchive) -> SourceFormat:
 
     VOC: XML files with an `<annotation>` root; COCO: a JSON object with `images`; Label
     Studio: a JSON list; RSNA: a CSV whose header has patientId,x,y,width,height,Target;
-    otherwise class folders.
+    MSD/nnU-Net: a `labelsTr/` folder; masks: `images/` beside `masks/`; otherwise class
+    folders.
     """
+    if segmentation.is_msd(archive.names):
+        return SourceFormat.MSD
+    if segmentation.is_masks(archive.names):
+        return SourceFormat.MASKS
     for name in archive.names:
         lower = name.lower()
         if lower.endswith(".xml") and "<annotation" in _head(archive, name):

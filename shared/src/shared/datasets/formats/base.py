@@ -22,6 +22,7 @@ SPLIT_NAMES = {
 class Task(StrEnum):
     CLASSIFICATION = "classification"
     DETECTION = "detection"
+    SEGMENTATION = "segmentation"
 
 
 class SourceFormat(StrEnum):
@@ -30,6 +31,8 @@ class SourceFormat(StrEnum):
     COCO = "coco"
     RSNA = "rsna"
     LABELSTUDIO = "labelstudio"
+    MSD = "msd"  # Medical Segmentation Decathlon / nnU-Net: imagesTr/, labelsTr/, dataset.json
+    MASKS = "masks"  # images/ + masks/ matched by file stem
 
 
 # The task each format implies; Label Studio exports may hold either.
@@ -38,6 +41,8 @@ FORMAT_TASK = {
     SourceFormat.VOC: Task.DETECTION,
     SourceFormat.COCO: Task.DETECTION,
     SourceFormat.RSNA: Task.DETECTION,
+    SourceFormat.MSD: Task.SEGMENTATION,
+    SourceFormat.MASKS: Task.SEGMENTATION,
 }
 
 
@@ -65,6 +70,7 @@ class Entry:
     path: str  # member name in the archive
     label: str | None = None  # classification
     boxes: list[Box] | None = None  # detection ([] = an image with no object)
+    mask: str | None = None  # segmentation: archive member holding the label map
     split: str | None = None  # pre-split uploads
     group: str | None = None  # patient/study id the format itself provides
     source: str | None = None  # annotation file it came from, for messages

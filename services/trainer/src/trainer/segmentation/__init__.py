@@ -1,0 +1,1 @@
+"""Segmentation training (task == "segmentation"): data, loss, metrics, the job."""
