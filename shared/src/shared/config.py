@@ -118,12 +118,20 @@ class Settings(BaseSettings):
     idempotency_ttl_hours: float = 24.0
     idempotency_cleanup_seconds: float = 600.0
 
+    # DICOMweb PACS endpoints (shared.dicomweb_policy): hostnames, `*.domain` or IPs/CIDRs a
+    # tenant may register, comma-separated; empty: none. Private addresses are fine (a PACS
+    # lives on the hospital network); plain http only when allowed.
+    dicomweb_allowed_hosts: Annotated[list[str], NoDecode] = []
+    dicomweb_allow_http: bool = False
+
     # Uploaded DICOM is de-identified (PS3.15 basic profile) before it is stored.
     deidentify_uploads: bool = True
     # Mixed into replacement UIDs (2.25.<hash>): set it so original UIDs cannot be guessed back.
     deidentify_uid_salt: SecretStr = SecretStr("")
 
-    @field_validator("callback_allowed_hosts", "callback_blocked_cidrs", mode="before")
+    @field_validator(
+        "callback_allowed_hosts", "callback_blocked_cidrs", "dicomweb_allowed_hosts", mode="before"
+    )
     @classmethod
     def _comma_list(cls, value: object) -> object:
         if isinstance(value, str):

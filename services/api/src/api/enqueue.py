@@ -12,11 +12,11 @@ from starlette.concurrency import run_in_threadpool
 
 from shared.db.models import Priority
 from shared.errors import ServiceUnavailable
+from shared.job_intake import RETRY_POLICY
 from shared.queueing import PRIORITY_VALUE
 from shared.tasks import Queue, TaskName
 
 log = logging.getLogger(__name__)
-_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5}
 
 
 async def _send(
@@ -38,7 +38,7 @@ async def _send(
             kwargs=kwargs,
             queue=queue,
             retry=True,
-            retry_policy=_RETRY_POLICY,
+            retry_policy=RETRY_POLICY,
             **options,
         )
     except (BrokerError, OSError) as exc:

@@ -23,16 +23,7 @@ from shared.db.models import (
     Priority,
 )
 from shared.errors import Conflict, InvalidRequest, JobNotFound
-
-
-@dataclass(frozen=True)
-class StoredImage:
-    filename: str
-    content_type: str | None
-    format: str
-    size_bytes: int
-    sha256: str
-    storage_key: str
+from shared.job_intake import StoredImage, new_job
 
 
 @dataclass(frozen=True)
@@ -51,23 +42,14 @@ def create_job(
     queue: str,
     images: list[StoredImage],
 ) -> Job:
-    job = Job(
-        id=uuid.uuid4(),
+    job = new_job(
         tenant_id=tenant_id,
-        status=JobStatus.QUEUED,
-        model_name=version.model.name,
-        model_version=version,
+        version=version,
         params=params,
         priority=priority,
         queue=queue,
-        image_count=len(images),
-        attempts=0,
-        created_at=utcnow(),
+        images=images,
     )
-    job.images = [
-        JobImage(index=i, status=ImageStatus.PENDING, **vars(image))
-        for i, image in enumerate(images)
-    ]
     session.add(job)
     return job
 
