@@ -42,6 +42,7 @@ from shared.callbacks import (
 from shared.config import Settings
 from shared.db.base import utcnow
 from shared.db.models import CallbackDelivery, DeliveryStatus
+from shared.delivery.outbox import DELIVERY_KIND as DICOM_DELIVERY_KIND
 from shared.errors import AppError
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ async def claim_due(
         .where(
             CallbackDelivery.status == DeliveryStatus.PENDING,
             CallbackDelivery.next_attempt_at <= func.now(),
+            # DICOM result deliveries share the outbox; the gateway sends those.
+            CallbackDelivery.owner_kind != DICOM_DELIVERY_KIND,
         )
         .order_by(CallbackDelivery.next_attempt_at)
         .limit(limit)

@@ -13,7 +13,19 @@ from api.idempotency import IdempotencyMiddleware
 from api.limits import BodyLimitMiddleware
 from api.observability import RequestContextMiddleware
 from api.problems import register_problem_handlers
-from api.routes import artifacts, audit, datasets, health, jobs, models, training_jobs
+from api.routes import (
+    artifacts,
+    audit,
+    datasets,
+    dicom_nodes,
+    health,
+    jobs,
+    me,
+    models,
+    previews,
+    training_jobs,
+    web,
+)
 from shared.config import Settings, get_settings
 from shared.db.session import make_async_engine, make_async_sessionmaker
 from shared.logs import configure_logging
@@ -56,6 +68,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Served offline by api.routes.web (vendored Swagger UI and ReDoc, no CDN).
+        docs_url=None,
+        redoc_url=None,
     )
     register_problem_handlers(app)
     app.add_middleware(IdempotencyMiddleware)
@@ -64,9 +79,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(observability.router)
     app.include_router(jobs.router, prefix="/v1")
+    app.include_router(dicom_nodes.router, prefix="/v1")
     app.include_router(datasets.router, prefix="/v1")
     app.include_router(training_jobs.router, prefix="/v1")
     app.include_router(artifacts.router, prefix="/v1")
     app.include_router(models.router, prefix="/v1")
     app.include_router(audit.router, prefix="/v1")
+    app.include_router(me.router, prefix="/v1")
+    app.include_router(previews.router, prefix="/v1")
+    web.install(app)  # the web app at /, /docs, /redoc, /static
     return app
