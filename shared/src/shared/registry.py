@@ -33,6 +33,8 @@ _REF = re.compile(
 ALIAS_PATTERN = re.compile(rf"^{_ALIAS}$")
 WEIGHTS_FILE = "weights.pt"
 CARD_FILE = "card.json"
+# Optional validation images for the runtime-plan accuracy guard (npz: images, labels).
+CALIBRATION_FILE = "calibration.npz"
 PRODUCTION = "production"
 
 
@@ -297,9 +299,14 @@ def register_package(session: Session, store: BlobStore, folder: Path) -> ModelV
     Returns:
         The (new or existing) model version. The caller commits.
     """
-    return register_version(
+    version = register_version(
         session, store, read_package_card(folder), folder / WEIGHTS_FILE, tenant_id=None
     )
+    calibration = folder / CALIBRATION_FILE
+    if calibration.is_file() and version.calibration_key is None:
+        key, _ = store.put_file(calibration, prefix="calibration", suffix=".npz")
+        version.calibration_key = key
+    return version
 
 
 def register_bundled(session: Session, store: BlobStore, root: Path) -> list[ModelVersion]:

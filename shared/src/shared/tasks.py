@@ -12,6 +12,8 @@ class TaskName(StrEnum):
     INFER = "worker.infer"
     # Dataset import decodes and hashes images (no torch): short work for the cpu queue.
     IMPORT_DATASET = "worker.import_dataset"
+    # Accuracy guard of a version's runtime plans (issue 14): cpu queue, minutes at most.
+    GUARD_PLANS = "worker.guard_plans"
     FINE_TUNE = "trainer.fine_tune"
 
 

@@ -20,10 +20,11 @@ from shared.queueing import make_celery
 from shared.tasks import TaskName
 from worker import (
     jobs,
-    metrics_server,  # noqa: I001  (must precede prometheus_client imports)
+    prometheus_endpoint,  # noqa: I001  (must precede prometheus_client imports)
 )
 from worker.context import configure_torch, get_context
 from worker.tasks.datasets import import_dataset_version
+from worker.tasks.guard import guard_version
 from worker.tasks.infer import run_inference_job
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def _logging(**_: Any) -> None:
 
 @worker_init.connect
 def _init_main(**_: Any) -> None:
-    metrics_server.start()
+    prometheus_endpoint.start()
 
 
 @worker_process_init.connect
@@ -49,7 +50,7 @@ def _init_process(**_: Any) -> None:
 
 @worker_process_shutdown.connect
 def _process_gone(**_: Any) -> None:
-    metrics_server.child_exited(os.getpid())
+    prometheus_endpoint.child_exited(os.getpid())
 
 
 @app.task(
@@ -101,3 +102,14 @@ def infer(self: Task, job_id: str) -> None:
 )
 def import_dataset(version_id: str) -> None:
     import_dataset_version(version_id)
+
+
+@app.task(
+    name=TaskName.GUARD_PLANS,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    retry_backoff_max=30,
+    max_retries=8,
+)
+def guard_plans(version_id: str) -> None:
+    guard_version(get_context(), uuid.UUID(version_id))

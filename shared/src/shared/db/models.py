@@ -14,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     DateTime,
+    FetchedValue,
     Float,
     ForeignKey,
     Index,
@@ -97,6 +98,7 @@ class ApiKey(UUIDPrimaryKey, CreatedAt, Base):
     rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # None: never
 
     tenant: Mapped[Tenant] = relationship()
 
@@ -142,6 +144,10 @@ class ModelVersion(UUIDPrimaryKey, CreatedAt, Base):
     deprecated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     deprecation_reason: Mapped[str | None] = mapped_column(Text)
+    # Accuracy-guarded runtime plans per hardware class (shared.runtime_plans.HardwarePlans).
+    runtime_plans: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # Validation images kept with the version for the guard (npz: images, labels).
+    calibration_key: Mapped[str | None] = mapped_column(String(255))
 
     model: Mapped[Model] = relationship(back_populates="versions")
 
@@ -424,11 +430,18 @@ class AuditEvent(UUIDPrimaryKey, CreatedAt, Base):
     __tablename__ = "audit_event"
     __table_args__ = (Index(None, "tenant_id", "created_at"),)
 
-    tenant_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("tenant.id"))
-    api_key_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_key.id"))
+    # No foreign keys: audit rows outlive the tenants and keys they name (PHI deletion).
+    tenant_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    api_key_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     key_prefix: Mapped[str | None] = mapped_column(String(16))
     action: Mapped[str] = mapped_column(String(64))  # e.g. "job.create", "model.deprecate"
     resource_type: Mapped[str] = mapped_column(String(32))
     resource_id: Mapped[str | None] = mapped_column(String(160))
     request_id: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    # What the client sent as X-Request-ID; request_id is always the server's own.
+    client_request_id: Mapped[str | None] = mapped_column(String(64))
+    # Hash chain, set by the database's insert trigger (shared.audit_chain); never by Python.
+    seq: Mapped[int] = mapped_column(BigInteger, unique=True, server_default=FetchedValue())
+    prev_hash: Mapped[str | None] = mapped_column(String(64), server_default=FetchedValue())
+    row_hash: Mapped[str] = mapped_column(String(64), server_default=FetchedValue())

@@ -6,6 +6,7 @@ import logging
 import threading
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,12 +14,15 @@ import torch
 from sqlalchemy.orm import Session
 from torch import nn
 
+from shared.config import get_settings
 from shared.db.models import ModelVersion
 from shared.errors import ModelUnavailable
 from shared.ml.architectures import build_classifier, load_state_dict
 from shared.ml.presets import ClassificationPresetEval
+from shared.runtime_plans import FP32, plan_for
 from shared.schemas.models import ModelCard
 from shared.storage import BlobStore, sha256_file
+from worker.inference import plans  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,9 @@ class LoadedModel:
     network: nn.Module
     preset: ClassificationPresetEval
     device: torch.device
+    # The guarded runtime plan (shared.runtime_plans) and its logits function.
+    plan: str = FP32
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @property
     def decode_size(self) -> int:
@@ -44,7 +51,8 @@ class LoadedModel:
 
     @torch.inference_mode()
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
-        logits = self.network(batch.to(self.device, non_blocking=True))
+        forward = self.forward or self.network
+        logits = forward(batch.to(self.device, non_blocking=True))
         return torch.softmax(logits.float(), dim=1).cpu()
 
 
@@ -75,14 +83,32 @@ def load_model(version: ModelVersion, store: BlobStore, device: torch.device) ->
         detector = load_detector(path, card, ref, version.id, device)
         log.info("loaded %s (%s) on %s", ref, version.architecture, device)
         return detector  # type: ignore[return-value]  # same interface, detection outputs
+    if card.task == "segmentation":
+        from worker.inference.segmentation import load_segmenter
+
+        segmenter = load_segmenter(path, card, ref, version.id, device)
+        log.info("loaded %s (%s) on %s", ref, version.architecture, device)
+        return segmenter  # type: ignore[return-value]  # same interface, mask outputs
     try:
         network = build_classifier(version.architecture, len(version.labels))
         network.load_state_dict(load_state_dict(str(path)), strict=True)
     except (KeyError, RuntimeError) as exc:
         raise ModelUnavailable(f"weights of {ref} cannot be loaded: {exc}") from exc
     network.eval().to(device)
-    log.info("loaded %s (%s) on %s", ref, version.architecture, device)
-    return LoadedModel(version.id, ref, card, network, ClassificationPresetEval(card.input), device)
+    plan = plan_for(version.runtime_plans, plans.hardware_class())
+    forward = plans.build_forward(network, plan, device)
+    spec = card.input
+    # Warm-up (and compilation, for compiled plans) at load, never inside a request.
+    plans.warm_up(
+        forward, (spec.channels, spec.size, spec.size), device, [1, get_settings().max_batch_size]
+    )
+    log.info("loaded %s (%s) on %s, plan %s", ref, version.architecture, device, plan)
+    preset = ClassificationPresetEval(card.input)
+    return LoadedModel(version.id, ref, card, network, preset, device, plan, forward)
+
+
+def current_plan(version: ModelVersion) -> str:
+    return plan_for(version.runtime_plans, plans.hardware_class())
 
 
 class ModelCache:
@@ -112,6 +138,9 @@ class ModelCache:
                     raise ValueError("loading an ensemble needs a session for its members")
                 return self._ensemble(version, session)
             model = self._models.get(version.id)
+            # A guard run since the load changed the plan: load again with the new one.
+            if isinstance(model, LoadedModel) and model.plan != current_plan(version):
+                model = None
             if model is None:
                 model = load_model(version, self.store, self.device)
                 self._models[version.id] = model
