@@ -21,7 +21,8 @@ class JobParams(BaseModel):
         ge=0,
         le=1,
         description="Decision threshold on the positive class probability (binary "
-        "classifiers); defaults to the model card's operating point.",
+        "classifiers; defaults to the model card's operating point), or on each pixel's "
+        "class probability (segmentation; default 0.5).",
     )
     target_sensitivity: float | None = Field(
         None,
@@ -52,6 +53,20 @@ class JobParams(BaseModel):
     annotate: bool | None = Field(
         None, description="Detection: store each image with its boxes drawn as a job artifact"
     )
+    # Segmentation models only (checked against the model at submission).
+    min_area: int | None = Field(
+        None,
+        ge=0,
+        le=100_000_000,
+        description="Segmentation: drop connected regions smaller than this many pixels of "
+        "the uploaded image (default 0: keep all)",
+    )
+
+    @property
+    def non_segmentation_fields(self) -> list[str]:
+        """Set parameters a segmentation model cannot honour (all but threshold, min_area)."""
+        names = ("target_sensitivity", "explain", *self.detection_fields)
+        return [n for n in names if getattr(self, n) is not None]
 
     @property
     def detection_fields(self) -> dict[str, Any]:

@@ -66,6 +66,8 @@ async def create_job(
     nms_iou: Annotated[float | None, Form(gt=0, le=0.9)] = None,
     max_detections: Annotated[int | None, Form(ge=1, le=500)] = None,
     annotate: Annotated[bool | None, Form()] = None,
+    threshold: Annotated[float | None, Form(ge=0, le=1)] = None,
+    min_area: Annotated[int | None, Form(ge=0, le=100_000_000)] = None,
     queue: Annotated[
         Literal["cpu", "gpu"] | None, Form(description="Default: the model's deployment queue")
     ] = None,
@@ -86,6 +88,8 @@ async def create_job(
         nms_iou=nms_iou,
         max_detections=max_detections,
         annotate=annotate,
+        threshold=threshold,
+        min_area=min_area,
     )
     version = await session.run_sync(resolve_model_version, model, principal.tenant_id)
     check_params(version, job_params)

@@ -37,6 +37,7 @@ from trainer.publish import (
     versions_record,
 )
 from trainer.reporting import curves_png, tensorboard_events
+from trainer.segmentation.card import render_segmentation_readme
 from trainer.segmentation.data import (
     SegmentationDataset,
     SegmentationPresetTrain,
@@ -180,6 +181,7 @@ def run_segmentation(ctx: TrainerContext, job: JobSpec, reporter: Reporter) -> s
         reporter.artifacts(
             {
                 "curves.png": ("image/png", curves_png(state.history, job.monitor)),
+                "model_card.md": ("text/markdown", render_segmentation_readme(card).encode()),
                 f"events.out.tfevents.{job.id}": (
                     "application/octet-stream",
                     tensorboard_events(

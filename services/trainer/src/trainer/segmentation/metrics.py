@@ -22,7 +22,7 @@ import torch
 from scipy import ndimage
 from torchmetrics.functional.segmentation import dice_score, mean_iou
 
-from trainer.metrics import bootstrap_ci
+from trainer.classification_scores import bootstrap_ci
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ from shared.db.base import utcnow
 from shared.db.models import Job, JobImage, ModelVersion
 from shared.errors import AppError, InvalidImage
 from shared.imaging.decode import decode_image
-from shared.metrics import IMAGE_LATENCY, IMAGES_PROCESSED, JOB_DURATION, MODEL_LATENCY
+from shared.prometheus_metrics import IMAGE_LATENCY, IMAGES_PROCESSED, JOB_DURATION, MODEL_LATENCY
 from shared.operating_points import operating_point
 from shared.schemas.jobs import JobParams
 from shared.schemas.models import OperatingPoint
@@ -38,6 +38,8 @@ from worker.inference.detection import LoadedDetector, annotated_image
 from worker.inference.ensemble import LoadedEnsemble, ensemble_outputs
 from worker.inference.postprocess import classification_output
 from worker.inference.runner import LoadedModel
+from worker.inference.segmentation import LoadedSegmenter
+from worker.inference.segmentation_results import segmentation_artifacts
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -57,6 +59,8 @@ class JobWork:
     @classmethod
     def of(cls, job: Job, model: LoadedModel | LoadedEnsemble) -> JobWork:
         params = JobParams.model_validate(job.params)
+        if model.card.task == "segmentation":  # threshold is per pixel there, not a point
+            return cls(job.id, job.tenant_id, job.created_at, params, None)
         point = operating_point(
             model.card, threshold=params.threshold, target_sensitivity=params.target_sensitivity
         )
@@ -168,6 +172,8 @@ def predict_chunk(
     if not ready:
         return result
     start = time.perf_counter()
+    if isinstance(model, LoadedSegmenter):
+        return _segment(ctx, model, ready, result)
     outputs = _forward(model, ready)
     forward_ms = (time.perf_counter() - start) * 1000 / len(ready)
     for r, output in zip(ready, outputs, strict=True):
@@ -190,6 +196,42 @@ def predict_chunk(
             "batch_size": len(ready),
         }
         result.outcomes.append(jobs.ImageOutcome(r.item.image.id, compute_ms, output=output))
+    _observe(model.card.name, result.outcomes, forward_ms)
+    return result
+
+
+def _segment(
+    ctx: WorkerContext, model: LoadedSegmenter, ready: list[_Ready], result: ChunkResult
+) -> ChunkResult:
+    """Masks in each uploaded image's grid; overlay, label map and (DICOM) SEG artifacts."""
+    start = time.perf_counter()
+    outputs, masks = model.segment(
+        [r.pixels[model.decode_size] for r in ready],
+        [r.info for r in ready],
+        [r.item.work.params for r in ready],
+    )
+    forward_ms = (time.perf_counter() - start) * 1000 / len(ready)
+    for r, output, mask in zip(ready, outputs, masks, strict=True):
+        extra_start = time.perf_counter()
+        work, image = r.item.work, r.item.image
+        output["artifacts"] = {}
+        for name, content_type, data in segmentation_artifacts(
+            ctx.store.get(image.storage_key), r.pixels[model.decode_size], r.info, mask,
+            output, model, image.index,
+        ):  # fmt: skip
+            result.artifacts.append(
+                PendingArtifact(work.job_id, work.tenant_id, name, content_type, data)
+            )
+            output["artifacts"][name.split("-", 1)[0]] = artifact_url(work.job_id, name)
+        compute_ms = r.prep_ms + forward_ms + (time.perf_counter() - extra_start) * 1000
+        output["image"] = r.info
+        output["timing"] = {
+            "queue_ms": round(work.queue_ms, 3),
+            "compute_ms": round(compute_ms, 3),
+            "total_ms": round(work.queue_ms + compute_ms, 3),
+            "batch_size": len(ready),
+        }
+        result.outcomes.append(jobs.ImageOutcome(image.id, compute_ms, output=output))
     _observe(model.card.name, result.outcomes, forward_ms)
     return result
 
