@@ -62,9 +62,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         redis_port=None,
         worker_concurrency=1,
         worker_metrics_port=free_port(),
+        dicom_port=free_port(),
+        gateway_http_port=free_port(),
         log_dir=root / "logs",
         # Small enough that a test can exceed it quickly.
-        extra_env={"MEDIMG_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES), **CALLBACK_ENV},
+        extra_env={
+            "MEDIMG_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
+            **CALLBACK_ENV,
+            # The session's Orthanc (tests/integration/orthanc.py) on loopback, over http.
+            "MEDIMG_DICOMWEB_ALLOWED_HOSTS": "127.0.0.1",
+            "MEDIMG_DICOMWEB_ALLOW_HTTP": "true",
+            "MEDIMG_DICOM_STUDY_QUIET_SECONDS": "1",
+            "MEDIMG_DICOM_DELIVERY_BACKOFF_SECONDS": "0.5",
+            "MEDIMG_DICOM_DELIVERY_BACKOFF_MAX_SECONDS": "2",
+        },
     )
     s = Stack(config)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -20,6 +21,7 @@ def _run(args: argparse.Namespace) -> int:
             api_host=args.host,
             api_port=args.port,
             worker_concurrency=args.concurrency,
+            dicom_port=args.dicom_port or None,
         )
     )
     stopping = threading.Event()
@@ -54,6 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--host", default="127.0.0.1", help="API bind address")
     run.add_argument("--port", type=int, default=8000, help="API port")
     run.add_argument("--concurrency", type=int, default=2, help="CPU worker processes")
+    run.add_argument(
+        "--dicom-port",
+        type=int,
+        default=int(os.environ.get("MEDIMG_DICOM_PORT", "11112")),
+        help="DICOM listener port (AE title MEDIMG_DICOM_AE_TITLE, default MEDIMG); 0: no gateway",
+    )
     run.set_defaults(handler=_run)
     keys.add_parser(sub)
     predict.add_parser(sub)

@@ -71,3 +71,16 @@ def trainer() -> Service:
         ],
         env={"MEDIMG_WORKER_CONCURRENCY": "1", **_MALLOC},
     )  # fmt: skip
+
+
+def gateway(bind: str = "127.0.0.1", dicom_port: int = 11112, http_port: int = 9102) -> Service:
+    """The DICOM node: C-STORE/C-ECHO listener, study intake, DICOMweb pulls, result delivery."""
+    return Service(
+        "gateway",
+        [sys.executable, "-m", "gateway"],
+        env={
+            "MEDIMG_DICOM_BIND": bind,
+            "MEDIMG_DICOM_PORT": str(dicom_port),
+            "MEDIMG_GATEWAY_HTTP_PORT": str(http_port),
+        },
+    )

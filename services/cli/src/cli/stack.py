@@ -57,6 +57,9 @@ class StackConfig:
     worker_concurrency: int = 2
     worker_metrics_port: int | None = 9101
     with_trainer: bool = True
+    # DICOM listener (MEDIMG_DICOM_PORT) and the gateway's /metrics + /healthz; None: no gateway.
+    dicom_port: int | None = None
+    gateway_http_port: int = 9102
     redis_port: int | None = 6379
     log_dir: Path | None = None  # None: prefix service output onto this process's stdout
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -84,6 +87,10 @@ class Stack:
             raise RuntimeError(f"port {cfg.api_port} is in use; pass --port to use another")
         if cfg.worker_metrics_port and not port_is_free("127.0.0.1", cfg.worker_metrics_port):
             cfg.worker_metrics_port = free_port()
+        if cfg.dicom_port and not port_is_free(cfg.api_host, cfg.dicom_port):
+            raise RuntimeError(f"DICOM port {cfg.dicom_port} is in use; pass --dicom-port")
+        if not port_is_free("127.0.0.1", cfg.gateway_http_port):
+            cfg.gateway_http_port = free_port()
         database_url = os.environ.get("DATABASE_URL")
         redis_url = os.environ.get("REDIS_URL")
         if not (database_url and redis_url):
@@ -111,6 +118,8 @@ class Stack:
             self.spawn(services.worker("cpu", cfg.worker_concurrency, cfg.worker_metrics_port))
             if cfg.with_trainer:
                 self.spawn(services.trainer())
+            if cfg.dicom_port:
+                self.spawn(services.gateway(cfg.api_host, cfg.dicom_port, cfg.gateway_http_port))
             self.wait_ready()
         except BaseException:
             self.stop()
@@ -178,6 +187,9 @@ class Stack:
         self._wait(lambda: self._http_ok("/readyz"), deadline, "the API to become ready")
         names = ["cpu"] + (["train"] if self.config.with_trainer else [])
         self._wait(lambda: self._workers_answer(names), deadline, "the workers to start")
+        if self.config.dicom_port:
+            url = f"http://127.0.0.1:{self.config.gateway_http_port}/healthz"
+            self._wait(lambda: self._url_ok(url), deadline, "the DICOM gateway to listen")
 
     def _wait(self, check: Callable[[], bool], deadline: float, what: str) -> None:
         while time.monotonic() < deadline:
@@ -186,6 +198,12 @@ class Stack:
                 return
             time.sleep(0.25)
         raise TimeoutError(f"timed out waiting for {what}")
+
+    def _url_ok(self, url: str) -> bool:
+        try:
+            return httpx.get(url, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def _http_ok(self, path: str) -> bool:
         try:

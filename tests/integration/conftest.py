@@ -1,0 +1,1 @@
+from tests.integration.orthanc import orthanc  # noqa: F401  (session fixture)

@@ -1,0 +1,158 @@
+"""The DICOM gateway against real servers: pynetdicom as a modality, Orthanc as the PACS."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pydicom
+import pytest
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from cli.stack import Stack
+from tests.conftest import FIXTURES, KeyFactory, client_for, wait_for_job
+from tests.integration.orthanc import AE_TITLE, Orthanc
+
+CXR = sorted((FIXTURES / "pneumoniamnist").glob("*.dcm"))[:2]
+
+
+def _poll(fetch: Any, done: Any, timeout: float = 60, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = fetch()
+        if done(value):
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}: last {value}")
+
+
+@pytest.fixture(scope="module")
+def admin(stack: Stack, make_key: KeyFactory) -> httpx.Client:
+    """An admin of a tenant of its own, so rules of other tests never interfere."""
+    return client_for(stack, make_key(tenant=f"pacs-{uuid.uuid4().hex[:6]}", scopes=("admin",)))
+
+
+@pytest.fixture(scope="module")
+def wired(admin: httpx.Client, orthanc: Orthanc) -> dict[str, Any]:
+    """Orthanc registered as calling AE, PACS and STOW destination; a CR rule to pneumonia."""
+    admin.post("/v1/dicom/calling-aes", json={"ae_title": AE_TITLE}).raise_for_status()
+    admin.post(
+        "/v1/dicom/pacs", json={"name": "orthanc", "base_url": orthanc.dicomweb}
+    ).raise_for_status()
+    admin.post(
+        "/v1/dicom/destinations", json={"name": "orthanc-stow", "kind": "stow", "pacs": "orthanc"}
+    ).raise_for_status()
+    rule = admin.post(
+        "/v1/dicom/rules",
+        json={
+            "name": "cxr",
+            "match": {"modality": ["CR", "DX"], "sop_class_uid": ["1.2.840.10008.5.1.4.1.1.7"]},
+            "model": "pneumonia-resnet18",
+            "params": {"target_sensitivity": 0.95},
+            "destinations": ["orthanc-stow"],
+        },
+    )
+    assert rule.status_code == 201, rule.text
+    return rule.json()
+
+
+def _upload_to_orthanc(orthanc: Orthanc, path: Path) -> str:
+    answer = httpx.post(orthanc.url + "/instances", content=path.read_bytes()).raise_for_status()
+    return str(answer.json()["ParentStudy"])
+
+
+def test_echo_from_registered_ae_and_unknown_ae_refused(
+    stack: Stack, wired: dict[str, Any]
+) -> None:
+    port = stack.config.dicom_port
+    assert port
+    for calling, expected in ((AE_TITLE, True), ("STRANGER", False)):
+        ae = AE(ae_title=calling)
+        ae.add_requested_context(Verification)
+        assoc = _poll(
+            lambda: ae.associate("127.0.0.1", port, ae_title="MEDIMG"),
+            lambda a: a.is_established == expected or not expected,
+            what="association",
+        )
+        assert assoc.is_established is expected
+        if expected:
+            assert assoc.send_c_echo().Status == 0x0000
+            assoc.release()
+
+
+def test_rule_rejects_unsafe_pattern(admin: httpx.Client) -> None:
+    bad = admin.post(
+        "/v1/dicom/rules",
+        json={
+            "name": "bad",
+            "match": {"study_description": "(a)\\1"},
+            "model": "pneumonia-resnet18",
+        },
+    )
+    assert bad.status_code == 422
+    assert bad.headers["content-type"].startswith("application/problem+json")
+
+
+def test_orthanc_push_is_routed_and_sr_comes_back(
+    admin: httpx.Client, orthanc: Orthanc, wired: dict[str, Any]
+) -> None:
+    study = _upload_to_orthanc(orthanc, CXR[0])
+    httpx.post(
+        orthanc.url + "/modalities/medimg/store", json={"Resources": [study]}, timeout=60
+    ).raise_for_status()
+    original_uid = str(pydicom.dcmread(CXR[0], stop_before_pixels=True).StudyInstanceUID)
+    routed = _poll(
+        lambda: admin.get("/v1/dicom/studies", params={"status": "routed"}).json()["items"],
+        lambda items: any(i["study_instance_uid"] == original_uid for i in items),
+        what="the routed study",
+    )
+    entry = next(i for i in routed if i["study_instance_uid"] == original_uid)
+    assert entry["rule_id"] == wired["id"]
+    job = wait_for_job(admin_jobs(admin), entry["job_id"])
+    assert job["status"] == "succeeded", job
+    assert job["model"]["name"] == "pneumonia-resnet18"
+    # The SR comes back into the hospital's own study (re-identified) and QIDO finds it.
+    found = _poll(
+        lambda: httpx.get(
+            orthanc.dicomweb + f"/studies/{original_uid}/instances",
+            params={"Modality": "SR"},
+        ),
+        lambda r: r.status_code == 200 and r.content and r.json(),
+        timeout=90,
+        what="the SR in Orthanc",
+    ).json()
+    assert len(found) == 1
+
+
+def admin_jobs(admin: httpx.Client) -> httpx.Client:
+    return admin
+
+
+def test_unmatched_study_is_recorded(
+    admin: httpx.Client, stack: Stack, wired: dict[str, Any]
+) -> None:
+    ds = pydicom.dcmread(CXR[1])
+    ds.Modality = "MR"
+    ds.StudyInstanceUID = pydicom.uid.generate_uid()
+    port = stack.config.dicom_port
+    assert port
+    ae = AE(ae_title=AE_TITLE)
+    ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", port, ae_title="MEDIMG")
+    assert assoc.is_established
+    assert assoc.send_c_store(ds).Status == 0x0000
+    assoc.release()
+    items = _poll(
+        lambda: admin.get("/v1/dicom/studies", params={"status": "unmatched"}).json()["items"],
+        lambda items: any(i["study_instance_uid"] == ds.StudyInstanceUID for i in items),
+        what="the unmatched study",
+    )
+    entry = next(i for i in items if i["study_instance_uid"] == ds.StudyInstanceUID)
+    assert entry["reason"] == "no routing rule matched"
+    assert entry["summary"]["series"][0]["modality"] == "MR"
+    assert entry["job_id"] is None
