@@ -106,6 +106,8 @@ class SegmentationScores:
                 continue
 
             def mean(rows: np.ndarray, _: np.ndarray) -> float:
+                if np.isnan(rows).all():  # a resample of undefined cases only: skipped
+                    raise ValueError("undefined")
                 value = float(np.nanmean(rows))
                 if np.isnan(value):
                     raise ValueError("undefined")
