@@ -129,12 +129,31 @@ class CallbackPublic(BaseModel):
     delivered_at: datetime | None = None
 
 
+class DicomDeliveryPublic(BaseModel):
+    """Result objects of a job sent to one DICOM destination (STOW-RS or C-STORE)."""
+
+    destination: str
+    kind: str
+    status: Literal["waiting", "pending", "delivered", "failed"] = Field(
+        description="`waiting` until the job finishes; `delivered` only once confirmed "
+        "(STOW-RS: found by QIDO-RS)"
+    )
+    attempts: int = 0
+    last_error: str | None = None
+    next_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+    sop_instance_uids: list[str] = []
+
+
 class JobPublic(JobSummary):
     params: dict[str, Any]
     attempts: int
     worker: str | None = Field(None, description="Worker node that ran the job")
     images: list[ImagePublic]
     callback: CallbackPublic | None = None
+    dicom_deliveries: list[DicomDeliveryPublic] = Field(
+        default_factory=list, description="jobs from a DICOM study: results per destination"
+    )
 
 
 class JobsPublic(BaseModel):

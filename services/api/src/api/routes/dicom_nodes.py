@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from api import audit
 from api.auth import Admin
 from api.deps import SessionDep, SettingsDep
+from shared.callbacks.outbox import FINAL
 from shared.db.dicom_models import (
     DestinationKind,
     DicomCallingAe,
@@ -24,6 +25,8 @@ from shared.db.dicom_models import (
     StudySource,
     StudyStatus,
 )
+from shared.db.models import Job
+from shared.delivery import deliveries_for_job
 from shared.dicom_routing import validate_match
 from shared.dicomweb import validate_pacs_url
 from shared.errors import Conflict, InvalidRequest, NotFound
@@ -42,7 +45,7 @@ from shared.schemas.dicom import (
     StudiesPublic,
     StudyPublic,
 )
-from shared.schemas.jobs import JobParams
+from shared.schemas.jobs import DicomDeliveryPublic, JobParams
 
 router = APIRouter(prefix="/dicom", tags=["dicom"])
 Row = TypeVar("Row", DicomCallingAe, PacsEndpoint, DicomDestination, RoutingRule, DicomStudy)
@@ -392,3 +395,22 @@ async def create_pull(
     await session.refresh(row)
     response.headers["Location"] = f"/v1/dicom/studies/{row.id}"
     return _study(row)
+
+
+async def job_deliveries(session: SessionDep, job: Job) -> list[DicomDeliveryPublic]:
+    """A job's DICOM result deliveries, for the job view (`waiting` until the job is final)."""
+    rows = await session.run_sync(lambda s: deliveries_for_job(s, job.id))
+    final = job.status in FINAL
+    return [
+        DicomDeliveryPublic(
+            destination=r.payload.get("destination", ""),
+            kind=r.payload.get("kind", ""),
+            status=r.status if final or r.status != "pending" else "waiting",  # type: ignore[arg-type]
+            attempts=r.attempts,
+            last_error=r.last_error,
+            next_attempt_at=r.next_attempt_at if final else None,
+            delivered_at=r.delivered_at,
+            sop_instance_uids=r.payload.get("sop_instance_uids", []),
+        )
+        for r in rows
+    ]

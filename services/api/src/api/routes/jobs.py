@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -16,7 +18,9 @@ from api.auth import JobsRead, JobsWrite
 from api.crud import jobs as crud
 from api.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
 from api.enqueue import submit_inference
+from api.job_events import JobEvents
 from api.job_options import check_params, merge_form_fields, pick_queue
+from api.routes.dicom_nodes import job_deliveries
 from api.uploads import store_uploads
 from shared.callbacks import OwnerKind, enqueue_statement, validate_callback_url
 from shared.db.base import utcnow
@@ -26,6 +30,8 @@ from shared.registry import resolve_model_version
 from shared.schemas.jobs import JobParams, JobPublic, JobsPublic
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
+MAX_WAIT_SECONDS = 60
+FINAL_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
 def _parse_params(raw: str | None) -> JobParams:
@@ -129,14 +135,50 @@ async def create_job(
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses={404: {}})
-async def read_job(job_id: uuid.UUID, principal: JobsRead, session: SessionDep) -> JobPublic:
+async def read_job(
+    job_id: uuid.UUID,
+    principal: JobsRead,
+    session: SessionDep,
+    request: Request,
+    wait: Annotated[
+        float | None,
+        Query(
+            ge=0,
+            le=MAX_WAIT_SECONDS,
+            description="Long-poll: answer as soon as the job is final, at most this many s",
+        ),
+    ] = None,
+) -> JobPublic:
     """Status, timings, the exact model version and per-image results of a job."""
+    if wait:
+        await _wait_until_final(request, session, principal.tenant_id, job_id, wait)
     job = await crud.get_job(session=session, tenant_id=principal.tenant_id, job_id=job_id)
     # Results are patient data: every read of them is audited.
     await audit.record(session, principal, "job.read", "job", str(job.id))
     await session.commit()
     delivery = await crud.callback_delivery(session=session, job_id=job.id)
-    return views.job_public(job, delivery)
+    public = views.job_public(job, delivery)
+    public.dicom_deliveries = await job_deliveries(session, job)
+    return public
+
+
+async def _wait_until_final(
+    request: Request, session: SessionDep, tenant_id: uuid.UUID, job_id: uuid.UUID, wait: float
+) -> None:
+    events = getattr(request.app.state, "job_events", None)
+    if events is None:
+        events = request.app.state.job_events = JobEvents(
+            request.app.state.settings.require_database_url()
+        )
+    async with events.subscription(job_id) as finished:
+        job = await crud.get_job(
+            session=session, tenant_id=tenant_id, job_id=job_id, with_images=False
+        )
+        final = job.status in FINAL_STATUSES
+        await session.rollback()  # no transaction held open while waiting
+        if not final:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finished.wait(), wait)
 
 
 @router.get("", response_model=JobsPublic)
