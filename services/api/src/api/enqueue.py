@@ -86,3 +86,20 @@ async def submit_training(celery: Celery, *, training_job_id: uuid.UUID) -> None
         what="training job",
         problem_extensions={"training_job_id": str(training_job_id)},
     )
+
+
+async def submit_guard(celery: Celery, *, version_id: uuid.UUID) -> None:
+    """Send a version's runtime-plan accuracy guard to the cpu queue (issue 14)."""
+    await _send(
+        celery, TaskName.GUARD_PLANS, {"version_id": str(version_id)}, queue=Queue.CPU,
+        what="accuracy guard",
+    )  # fmt: skip
+
+
+async def submit_guard_quietly(celery: Celery, *, version_id: uuid.UUID) -> None:
+    """After a registration or promotion: a broker hiccup must not fail that request; the
+    version stays on fp32 until `POST .../guard` runs the guard."""
+    try:
+        await submit_guard(celery, version_id=version_id)
+    except ServiceUnavailable:
+        log.warning("accuracy guard of %s not enqueued; it runs fp32 until guarded", version_id)

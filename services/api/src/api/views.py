@@ -132,6 +132,7 @@ def model_version_public(
         deprecated_at=version.deprecated_at,
         deprecation_reason=version.deprecation_reason,
         deleted_at=version.deleted_at,
+        runtime_plans=version.runtime_plans,
     )
 
 

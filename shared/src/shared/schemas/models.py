@@ -163,6 +163,11 @@ class ModelVersionPublic(BaseModel):
     deleted_at: datetime | None = Field(
         None, description="Deleted versions run no new jobs; their results stay readable"
     )
+    runtime_plans: dict[str, Any] | None = Field(
+        None,
+        description="Per hardware class: the accuracy-guarded runtime plan workers use, its "
+        "speed-up over fp32 and every candidate's guard numbers (none: fp32 eager)",
+    )
 
 
 class ModelPublic(BaseModel):

@@ -11,9 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api import audit, views
 from api.auth import JobsRead, Principal, require
 from api.crud import models as crud
-from api.deps import SessionDep, SettingsDep, StoreDep
+from api.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
+from api.enqueue import submit_guard, submit_guard_quietly
 from api.model_uploads import ModelUpload, register_upload
-from shared.auth import Scope, has_scope
+from shared.auth import Scope
 from shared.db.models import Model
 from shared.errors import Conflict, Forbidden
 from shared.model_lifecycle import delete_model, delete_version, deprecate, remove_alias
@@ -33,12 +34,16 @@ _WRITE_ERRORS: dict[int | str, dict[str, str]] = {403: {}, 404: {}, 409: {}, 422
 
 
 async def _writable(session: AsyncSession, principal: Principal, name: str) -> Model:
-    """A model this key may change: its tenant's own, or a shared one with `admin`."""
+    """A model this key may change: its tenant's own, or a shared one for a platform operator.
+
+    A tenant's `admin` cannot alias, deprecate or delete what every other tenant runs.
+    """
     model = await crud.get_model(session=session, tenant_id=principal.tenant_id, name=name)
-    if model.tenant_id is None and not has_scope(principal.scopes, Scope.ADMIN):
+    if model.tenant_id is None and not principal.is_operator:
         raise Forbidden(
-            f"model {name!r} is shared by every tenant: only an `admin` key may change it",
-            required_scope=Scope.ADMIN.value,
+            f"model {name!r} is shared by every tenant: only a platform operator "
+            "(`platform:admin`) may change it",
+            required_scope=Scope.PLATFORM_ADMIN.value,
         )
     if model.deleted_at is not None:
         raise Conflict(f"model {name!r} is deleted", model=name)
@@ -75,13 +80,16 @@ async def create_model_version(
     session: SessionDep,
     settings: SettingsDep,
     store: StoreDep,
+    celery: CeleryDep,
     card: Annotated[str | None, Form(description="Model card JSON")] = None,
     weights: Annotated[UploadFile | None, File(description="state_dict (torch.save)")] = None,
     package: Annotated[
         UploadFile | None, File(description=".zip or .tar.gz with card.json and weights.pt")
     ] = None,
     sha256: Annotated[str | None, Form(description="SHA-256 of weights.pt")] = None,
-    shared: Annotated[bool, Form(description="New model for every tenant (admin)")] = False,
+    shared: Annotated[
+        bool, Form(description="New model for every tenant (platform operator)")
+    ] = False,
 ) -> ModelVersionPublic:
     """Upload a model version (or an ensemble card); same weights again return it (200)."""
     upload = ModelUpload(card, weights, package, sha256, shared)
@@ -103,6 +111,8 @@ async def create_model_version(
         raise Conflict("the model was registered concurrently; retry the upload") from None
     if not registered.created:
         response.status_code = status.HTTP_200_OK
+    else:
+        await submit_guard_quietly(celery, version_id=version.id)
     response.headers["Location"] = f"/v1/models/{version.model.name}/versions/{version.version}"
     return views.model_version_public(version, version.model)
 
@@ -128,7 +138,12 @@ async def read_model_version(
 
 @router.put("/{name}/aliases/{alias}", response_model=AliasPublic, responses=_WRITE_ERRORS)
 async def update_alias(
-    name: str, alias: str, body: AliasUpdate, principal: ModelsAdmin, session: SessionDep
+    name: str,
+    alias: str,
+    body: AliasUpdate,
+    principal: ModelsAdmin,
+    session: SessionDep,
+    celery: CeleryDep,
 ) -> AliasPublic:
     """Point an alias (`production`, `staging`, any name) at a version; later jobs follow."""
     model = await _writable(session, principal, name)
@@ -136,7 +151,27 @@ async def update_alias(
     await session.run_sync(lambda s: set_alias(s, version, alias))
     await audit.record(session, principal, "model.alias", "model", name, {alias: version.ref})
     await session.commit()
+    if alias == "production":  # a promotion: guard the runtime plans on the new target
+        await submit_guard_quietly(celery, version_id=version.id)
     return AliasPublic(alias=alias, version=version.version, ref=version.ref)
+
+
+@router.post(
+    "/{name}/versions/{version}/guard",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ModelVersionPublic,
+    responses=_WRITE_ERRORS | {503: {}},
+)
+async def guard_model_version(
+    name: str, version: int, principal: ModelsAdmin, session: SessionDep, celery: CeleryDep
+) -> ModelVersionPublic:
+    """Run the runtime-plan accuracy guard now; results appear in `runtime_plans`."""
+    model = await _writable(session, principal, name)
+    picked = crud.pick_version(model, version)
+    await audit.record(session, principal, "model.guard", "model_version", picked.ref)
+    await session.commit()
+    await submit_guard(celery, version_id=picked.id)
+    return views.model_version_public(picked, model)
 
 
 @router.delete(
