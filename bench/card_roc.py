@@ -21,7 +21,7 @@ from shared.ml.architectures import build_classifier, load_state_dict
 from shared.ml.presets import ClassificationPresetEval
 from shared.registry import CARD_FILE, WEIGHTS_FILE, read_package_card
 from shared.storage import sha256_file
-from trainer.metrics import roc_curve
+from trainer.classification_scores import roc_curve
 
 
 @torch.inference_mode()

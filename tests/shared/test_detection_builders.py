@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from shared.checkpoints import TensorInfo
 from shared.ml.detection import (
     DETECTORS,
     DetectionPresetEval,
@@ -19,6 +18,7 @@ from shared.ml.detection import (
 from shared.ml.pretrained import PretrainedWeightsMissing
 from shared.ml_catalog import architectures_for, check_weights
 from shared.schemas.models import InputSpec, ModelCard
+from shared.state_dict_shapes import TensorInfo
 
 LABELS = ["RBC", "WBC", "Platelets"]
 GRAY = InputSpec(size=128, channels=1, mean=[0.5], std=[0.25], resize="letterbox")

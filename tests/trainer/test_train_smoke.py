@@ -18,7 +18,7 @@ from shared.imaging.decode import decode_image
 from shared.ml.architectures import build_classifier, load_state_dict
 from shared.ml.presets import ClassificationPresetEval
 from shared.schemas.models import ModelCard
-from trainer import metrics as M
+from trainer import classification_scores as M
 from trainer.__main__ import get_args_parser, main
 from trainer.card import render_readme
 

@@ -18,9 +18,9 @@ from shared.schemas.training import (
     TrainingParams,
 )
 from shared.storage import BlobStore
-from trainer import metrics as M
-from trainer.checkpoint import FitState, load_checkpoint, save_checkpoint
+from trainer import classification_scores as M
 from trainer.evaluation import improved, multiclass_test_report, validation_roc
+from trainer.fit_state import FitState, load_checkpoint, save_checkpoint
 from trainer.publish import Incumbent, promotion_decision
 from trainer.starting_points import _imagenet, head_name, replace_head
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.checkpoints import TensorInfo
 from shared.errors import InvalidModelPackage
 from shared.schemas.models import ModelCard, Task
+from shared.state_dict_shapes import TensorInfo
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """POST /v1/models: receive a model package, validate it torch-free, register it.
 
-Weights are checked by reading tensor shapes from the checkpoint (shared.checkpoints),
+Weights are checked by reading tensor shapes from the checkpoint (shared.state_dict_shapes),
 never by loading it, so the API stays torch-free and never runs code from an upload.
 """
 
@@ -20,7 +20,6 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import Principal
 from shared.auth import Scope, has_scope
-from shared.checkpoints import read_state_dict_shapes
 from shared.config import Settings
 from shared.db.models import Model
 from shared.errors import ChecksumMismatch, Forbidden, InvalidModelPackage, InvalidRequest
@@ -28,6 +27,7 @@ from shared.ml_catalog import check_weights
 from shared.model_lifecycle import build_ensemble
 from shared.model_packages import parse_card_json, save_upload, unpack_package, validate_card
 from shared.registry import Registration, ensure_version
+from shared.state_dict_shapes import read_state_dict_shapes
 from shared.storage import BlobStore, sha256_file
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")

@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.training_metrics import training_families
+from api.training_gauges import training_families
 from shared.db.models import Job
 from shared.logs import request_id
 from shared.queueing import PRIORITY_STEPS

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from shared.ml.architectures import CLASSIFIERS, build_classifier, load_state_dict
 from shared.ml.presets import ClassificationPresetEval
 from shared.schemas.models import InputSpec, ModelCard, TrainingRecord
-from trainer import metrics as M
+from trainer import classification_scores as M
 from trainer.card import (
     OPERATING_POINT_METHODS,
     choose_operating_point,

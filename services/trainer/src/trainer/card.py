@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from shared.schemas.models import ModelCard, OperatingPoint
-from trainer import metrics as M
+from trainer import classification_scores as M
 
 OPERATING_POINT_METHODS = ("youden", "sensitivity")
 

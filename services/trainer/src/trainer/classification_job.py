@@ -18,10 +18,10 @@ from shared.schemas.models import InputSpec, ModelCard, TrainingRecord
 from shared.schemas.training import CLASSIFICATION_LR, TrainingParams
 from trainer import evaluation as E
 from trainer.card import choose_operating_point, render_readme, save_weights_fp16
-from trainer.checkpoint import delete_checkpoint
 from trainer.context import JobSpec, TrainerContext, hardware, pick_device
 from trainer.engine import EvalOutput, evaluate, seed_everything
 from trainer.fit import FitHooks, fit_classifier
+from trainer.fit_state import delete_checkpoint
 from trainer.items import ItemRef, ItemsClassification, load_items
 from trainer.presets import ClassificationPresetTrain
 from trainer.progress import Reporter

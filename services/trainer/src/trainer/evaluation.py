@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from shared.schemas.training import LOWER_IS_BETTER
-from trainer import metrics as M
+from trainer import classification_scores as M
 from trainer.card import summarise_split
 
 

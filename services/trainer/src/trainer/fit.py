@@ -19,9 +19,9 @@ from torch.utils.data import DataLoader
 
 from shared.schemas.training import CLASSIFICATION_LR, LOWER_IS_BETTER, TrainingParams
 from shared.storage import BlobStore
-from trainer.checkpoint import FitState, load_checkpoint, save_checkpoint
 from trainer.engine import evaluate, make_criterion, param_groups, train_one_epoch
 from trainer.evaluation import classification_val_metrics, improved
+from trainer.fit_state import FitState, load_checkpoint, save_checkpoint
 from trainer.items import ItemsClassification
 
 

@@ -13,9 +13,9 @@ from typing import Any
 
 from shared.artifacts import save_artifact
 from trainer import jobstate
-from trainer.checkpoint import FitState, delete_checkpoint
 from trainer.context import JobSpec, TrainerContext
 from trainer.fit import Cancelled
+from trainer.fit_state import FitState, delete_checkpoint
 
 log = logging.getLogger(__name__)
 # Step progress is written at most this often: fast enough for a live progress bar and a

@@ -8,6 +8,7 @@ Entry points for the training-jobs task (task == "detection"):
 - ``shared.ml.detection.build_detector(architecture, labels, input_spec, pretrained_backbone=)``
 """
 
+from trainer.detection.average_precision import DetectionMetrics
 from trainer.detection.data import (
     DetectionDataset,
     DetectionItem,
@@ -17,7 +18,6 @@ from trainer.detection.data import (
     read_voc,
 )
 from trainer.detection.engine import evaluate, predict, train_one_epoch
-from trainer.detection.metrics import DetectionMetrics
 
 __all__ = [
     "DetectionDataset",

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from shared.ml.detection import DEFAULT_MAX_DETECTIONS, DEFAULT_NMS_IOU, filter_detections
+from trainer.detection.average_precision import DetectionMetrics
 from trainer.detection.data import Target
-from trainer.detection.metrics import DetectionMetrics
 
 Batch = tuple[list[torch.Tensor], list[Target]]
 # Evaluation keeps every box the model is fairly sure of; AP integrates over the scores.

@@ -26,8 +26,8 @@ from shared.db.base import utcnow
 from shared.db.models import Job, JobImage, ModelVersion
 from shared.errors import AppError, InvalidImage
 from shared.imaging.decode import decode_image
-from shared.prometheus_metrics import IMAGE_LATENCY, IMAGES_PROCESSED, JOB_DURATION, MODEL_LATENCY
 from shared.operating_points import operating_point
+from shared.prometheus_metrics import IMAGE_LATENCY, IMAGES_PROCESSED, JOB_DURATION, MODEL_LATENCY
 from shared.schemas.jobs import JobParams
 from shared.schemas.models import OperatingPoint
 from worker import batching, jobs

@@ -1,11 +1,11 @@
-"""trainer.metrics against cases small enough to compute by hand."""
+"""trainer.classification_scores against cases small enough to compute by hand."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from trainer import metrics as M
+from trainer import classification_scores as M
 
 # 4 positives (0.9, 0.8, 0.6, 0.3) and 3 negatives (0.7, 0.2, 0.1).
 SCORES = [0.9, 0.8, 0.7, 0.6, 0.3, 0.2, 0.1]

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from shared.checkpoints import read_state_dict_shapes
 from shared.errors import InvalidModelPackage, UnsafeCheckpoint
 from shared.ml.architectures import CLASSIFIERS, build_classifier
 from shared.ml_catalog import ARCHITECTURES
+from shared.state_dict_shapes import read_state_dict_shapes
 
 
 @pytest.mark.parametrize("architecture", sorted(CLASSIFIERS))

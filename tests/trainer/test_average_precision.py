@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainer.detection.metrics import RSNA_IOUS, DetectionMetrics
+from trainer.detection.average_precision import RSNA_IOUS, DetectionMetrics
 
 LABELS = ["cell", "platelet"]
 
