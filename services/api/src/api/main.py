@@ -60,6 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await housekeeping.stop(expiring)
         await reconciler.stop(reconciling)
         await app.state.redis.aclose()
+        if getattr(app.state, "job_events", None) is not None:  # long-poll listener
+            await app.state.job_events.close()
         await engine.dispose()
 
     configure_logging(settings.log_level, json_logs=settings.json_logs)
