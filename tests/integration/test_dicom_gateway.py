@@ -113,6 +113,15 @@ def test_orthanc_push_is_routed_and_sr_comes_back(
     job = wait_for_job(admin_jobs(admin), entry["job_id"])
     assert job["status"] == "succeeded", job
     assert job["model"]["name"] == "pneumonia-resnet18"
+    # One delivery per destination, in the job view; delivered means QIDO-RS found it.
+    view = _poll(
+        lambda: admin.get(f"/v1/jobs/{job['id']}").json(),
+        lambda v: v["dicom_deliveries"] and v["dicom_deliveries"][0]["status"] == "delivered",
+        timeout=60,
+        what="the STOW-RS delivery",
+    )
+    (delivery,) = view["dicom_deliveries"]
+    assert delivery["destination"] == "orthanc-stow" and delivery["kind"] == "stow"
     # The SR comes back into the hospital's own study (re-identified) and QIDO finds it.
     found = _poll(
         lambda: httpx.get(
@@ -153,3 +162,30 @@ def test_unmatched_study_is_recorded(
     assert entry["reason"] == "no routing rule matched"
     assert entry["summary"]["series"][0]["modality"] == "MR"
     assert entry["job_id"] is None
+
+
+def test_job_by_study_uid_pulls_from_orthanc(
+    admin: httpx.Client, orthanc: Orthanc, wired: dict[str, Any]
+) -> None:
+    _upload_to_orthanc(orthanc, CXR[1])
+    study_uid = str(pydicom.dcmread(CXR[1], stop_before_pixels=True).StudyInstanceUID)
+    pull = admin.post("/v1/dicom/pulls", json={"pacs": "orthanc", "study_instance_uid": study_uid})
+    assert pull.status_code == 202, pull.text
+    location = pull.headers["Location"]
+    study = _poll(
+        lambda: admin.get(location).json(),
+        lambda s: s["status"] in ("routed", "failed", "unmatched"),
+        what="the pulled study",
+    )
+    assert study["status"] == "routed", study
+    assert study["source"] == "dicomweb" and study["rule_id"] == wired["id"]
+    job = wait_for_job(admin, study["job_id"])
+    assert job["status"] == "succeeded", job
+    assert job["image_count"] == 1
+    assert job["images"][0]["output"]["label"] in ("normal", "pneumonia")
+
+
+def test_pull_from_unknown_pacs_is_a_problem(admin: httpx.Client, wired: dict[str, Any]) -> None:
+    answer = admin.post("/v1/dicom/pulls", json={"pacs": "nope", "study_instance_uid": "1.2.3"})
+    assert answer.status_code == 422
+    assert "nope" in answer.json()["detail"]
