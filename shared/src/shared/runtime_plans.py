@@ -88,7 +88,7 @@ def cpu_hardware_class(flags: set[str]) -> str:
 def cpu_candidates(hardware: str, *, with_compile: bool = False) -> tuple[str, ...]:
     """Candidate plans for a CPU class; bf16 only where the CPU does it natively."""
     native_bf16 = hardware in ("cpu-amx", "cpu-avx512_bf16")
-    plans = CPU_BF16_PLANS if native_bf16 else ()
+    plans: tuple[str, ...] = CPU_BF16_PLANS if native_bf16 else ()
     if with_compile:
         plans += CPU_COMPILE_PLANS + (CPU_BF16_COMPILE_PLANS if native_bf16 else ())
     return plans
