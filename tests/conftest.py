@@ -130,8 +130,8 @@ def client_for(stack: Stack, key: str | None) -> httpx.Client:
 
 @pytest.fixture(scope="session")
 def api(stack: Stack, make_key: KeyFactory) -> Iterator[httpx.Client]:
-    """A client with an admin key of the default tenant."""
-    with client_for(stack, make_key(scopes=("admin",))) as client:
+    """A client with an admin key of the default tenant that is also the platform operator."""
+    with client_for(stack, make_key(scopes=("admin", "platform:admin"))) as client:
         yield client
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from shared.audit import record_sync
 from shared.auth import ALL_SCOPES, Scope, generate_key
 from shared.config import get_settings
 from shared.db.base import utcnow
@@ -89,6 +90,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated: " + ", ".join(s.value for s in Scope),
     )
     create.add_argument("--rate-limit", type=int, help="requests per minute for this key")
+    create.add_argument(
+        "--platform-operator",
+        action="store_true",
+        help=f"add the `{Scope.PLATFORM_ADMIN}` scope: every tenant's audit log, shared "
+        "models, whole-tenant deletion (a tenant's `admin` has none of these)",
+    )
     actions.add_parser("list", help="list keys (never their secrets)")
     revoke = actions.add_parser("revoke", help="revoke a key by its prefix")
     revoke.add_argument("prefix")
@@ -109,10 +116,20 @@ def run(args: argparse.Namespace, database_url: str) -> int:
 
 def _run(session: Session, args: argparse.Namespace) -> None:
     if args.action == "create":
-        key, plaintext = create_key(
-            session, tenant=args.tenant, name=args.name, scopes=args.scopes.split(",")
-        )
+        scopes = args.scopes.split(",")
+        if getattr(args, "platform_operator", False):
+            scopes.append(Scope.PLATFORM_ADMIN.value)
+        key, plaintext = create_key(session, tenant=args.tenant, name=args.name, scopes=scopes)
         key.rate_limit_per_minute = args.rate_limit
+        if Scope.PLATFORM_ADMIN in key.scopes:  # a role change: on the audit hash chain
+            record_sync(
+                session,
+                action="role.grant",
+                resource_type="api_key",
+                resource_id=key.prefix,
+                tenant_id=key.tenant_id,
+                detail={"scope": Scope.PLATFORM_ADMIN.value, "by": "command line"},
+            )
         session.commit()
         print(f"created key {key.prefix} for tenant {args.tenant!r} ({', '.join(key.scopes)})")
         print(f"API key (shown once, store it now): {plaintext}")

@@ -20,6 +20,10 @@ class Scope(StrEnum):
     TRAIN = "train"
     MODELS_ADMIN = "models:admin"
     ADMIN = "admin"
+    # The platform operator: every tenant's audit log, shared models, whole-tenant deletion.
+    # Only ever granted explicitly (`medimg keys create --platform-operator`); `admin` is a
+    # tenant administrator and never implies it.
+    PLATFORM_ADMIN = "platform:admin"
 
 
 ALL_SCOPES = frozenset(Scope)
@@ -55,7 +59,16 @@ def matches(plaintext: str, digest: str) -> bool:
 
 
 def has_scope(granted: frozenset[str], needed: Scope) -> bool:
-    """`admin` implies every scope; `jobs:write` implies `jobs:read`."""
-    if Scope.ADMIN in granted or needed in granted:
+    """`platform:admin` implies every scope; `admin` every tenant scope (not the operator's);
+    `jobs:write` implies `jobs:read`."""
+    if needed in granted or Scope.PLATFORM_ADMIN in granted:
+        return True
+    if needed == Scope.PLATFORM_ADMIN:
+        return False
+    if Scope.ADMIN in granted:
         return True
     return needed == Scope.JOBS_READ and Scope.JOBS_WRITE in granted
+
+
+def is_platform_operator(granted: frozenset[str]) -> bool:
+    return Scope.PLATFORM_ADMIN in granted

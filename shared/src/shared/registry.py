@@ -178,7 +178,12 @@ class Registration:
 
 
 def _owned_model(session: Session, card: ModelCard, tenant_id: uuid.UUID | None) -> Model:
-    """The model row to add a version to, locked so version numbers never collide."""
+    """The model row to add a version to, locked so version numbers never collide.
+
+    `tenant_id` is the registering party (None: the platform itself, for shared models),
+    never the existing model's owner: a version goes only into its owner's own model, so
+    a plain name never resolves to weights another tenant added.
+    """
     model = session.scalar(select(Model).where(Model.name == card.name).with_for_update())
     if model is None:
         model = Model(

@@ -14,7 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select, update
 
 from api.deps import SessionDep, SettingsDep
-from shared.auth import Scope, has_scope, matches, split_prefix
+from shared.auth import Scope, has_scope, is_platform_operator, matches, split_prefix
 from shared.db.base import utcnow
 from shared.db.models import ApiKey
 from shared.errors import Forbidden, RateLimited, Unauthorized
@@ -34,6 +34,11 @@ class Principal:
     tenant_id: uuid.UUID
     scopes: frozenset[str]
     key_prefix: str | None = None  # public part of the key, for audit events
+
+    @property
+    def is_operator(self) -> bool:
+        """A platform operator (`platform:admin`), as opposed to a tenant's `admin`."""
+        return is_platform_operator(self.scopes)
 
 
 async def _rate_limit(request: Request, key: ApiKey, default: int) -> None:
@@ -91,3 +96,4 @@ def require(scope: Scope) -> Callable[[Principal], Awaitable[Principal]]:
 JobsRead = Annotated[Principal, Depends(require(Scope.JOBS_READ))]
 JobsWrite = Annotated[Principal, Depends(require(Scope.JOBS_WRITE))]
 Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]
+PlatformOperator = Annotated[Principal, Depends(require(Scope.PLATFORM_ADMIN))]

@@ -19,10 +19,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import Principal
-from shared.auth import Scope, has_scope
+from shared.auth import Scope
 from shared.config import Settings
 from shared.db.models import Model
-from shared.errors import ChecksumMismatch, Forbidden, InvalidModelPackage, InvalidRequest
+from shared.errors import (
+    ChecksumMismatch,
+    Conflict,
+    Forbidden,
+    InvalidModelPackage,
+    InvalidRequest,
+)
 from shared.ml_catalog import check_weights
 from shared.model_lifecycle import build_ensemble
 from shared.model_packages import parse_card_json, save_upload, unpack_package, validate_card
@@ -93,17 +99,28 @@ def _check_checksum(weights: Path, claimed: str | None) -> None:
 async def _owner(
     session: AsyncSession, principal: Principal, name: str, shared: bool
 ) -> uuid.UUID | None:
-    """Who owns the model: an existing model keeps its owner; shared needs `admin`."""
+    """The owner the new version is registered for: the caller's tenant, or None (shared).
+
+    Never an existing model's owner taken on trust: a version may only be added to the
+    caller's own model, or to a shared one by a platform operator. Another tenant's model
+    answers 409 without saying whose it is (its name is taken, nothing else leaks).
+    """
     existing = await session.scalar(select(Model).where(Model.name == name))
-    owner = principal.tenant_id if existing is None else existing.tenant_id
-    if existing is None and shared:
-        owner = None
-    if owner is None and not has_scope(principal.scopes, Scope.ADMIN):
-        raise Forbidden(
-            f"model {name!r} is shared by every tenant: only an `admin` key may add to it",
-            required_scope=Scope.ADMIN.value,
+    wants_shared = shared if existing is None else existing.tenant_id is None
+    if wants_shared:
+        if not principal.is_operator:
+            raise Forbidden(
+                f"model {name!r} is shared by every tenant: only a platform operator "
+                "(`platform:admin`) may add to it",
+                required_scope=Scope.PLATFORM_ADMIN.value,
+            )
+        return None
+    if existing is not None and existing.tenant_id != principal.tenant_id:
+        raise Conflict(
+            f"the model name {name!r} is taken by another owner; choose another name",
+            model=name,
         )
-    return owner
+    return principal.tenant_id
 
 
 async def register_upload(

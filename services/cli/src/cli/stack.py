@@ -134,7 +134,11 @@ class Stack:
                 if any_key_exists(session):
                     return None
                 _, plaintext = create_key(
-                    session, tenant="default", name="admin (first run)", scopes=[Scope.ADMIN]
+                    session,
+                    tenant="default",
+                    name="admin (first run)",
+                    # Whoever starts the platform operates it: shared models, all tenants.
+                    scopes=[Scope.ADMIN, Scope.PLATFORM_ADMIN],
                 )
                 session.commit()
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
 from sqlalchemy import and_, or_, select
@@ -15,6 +16,7 @@ async def list_events(
     *,
     session: AsyncSession,
     tenant: str | None,
+    tenant_id: uuid.UUID | None = None,
     action: str | None,
     resource_type: str | None,
     resource_id: str | None,
@@ -23,7 +25,10 @@ async def list_events(
     cursor: str | None,
     limit: int,
 ) -> tuple[list[tuple[AuditEvent, str | None]], str | None]:
-    """Events with their tenant's name; `action` ending in `.*` matches a prefix."""
+    """Events with their tenant's name; `action` ending in `.*` matches a prefix.
+
+    `tenant_id` restricts to one tenant (a tenant admin's view); None: every tenant.
+    """
     query = (
         select(AuditEvent, Tenant.name)
         .outerjoin(Tenant, Tenant.id == AuditEvent.tenant_id)
@@ -32,6 +37,8 @@ async def list_events(
     )
     if tenant is not None:
         query = query.where(Tenant.name == tenant)
+    if tenant_id is not None:
+        query = query.where(AuditEvent.tenant_id == tenant_id)
     if action is not None:
         if action.endswith(".*"):
             query = query.where(AuditEvent.action.startswith(action[:-1], autoescape=True))

@@ -17,7 +17,7 @@ router = APIRouter(prefix="/audit", tags=["audit"])
 
 @router.get("", response_model=AuditEventsPublic, responses={401: {}, 403: {}, 422: {}})
 async def read_audit_events(
-    _: Admin,
+    principal: Admin,
     session: SessionDep,
     tenant: Annotated[str | None, Query(description="Tenant name")] = None,
     action: Annotated[
@@ -30,10 +30,12 @@ async def read_audit_events(
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> AuditEventsPublic:
-    """Audit events of every tenant, newest first (needs the `admin` scope)."""
+    """Audit events, newest first: a tenant `admin` sees its own tenant's, an operator all."""
     rows, next_cursor = await crud.list_events(
         session=session,
         tenant=tenant,
+        # A tenant admin's reads are pinned to its tenant whatever `tenant` asks for.
+        tenant_id=None if principal.is_operator else principal.tenant_id,
         action=action,
         resource_type=resource_type,
         resource_id=resource_id,
