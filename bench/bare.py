@@ -19,9 +19,13 @@ import torch
 from shared.ml.architectures import build_classifier
 
 
-def _forward_rate(architecture: str, size: int, batch: int, threads: int, seconds: float) -> float:
+def _forward_rate(
+    architecture: str, size: int, batch: int, threads: int, seconds: float, plan: str
+) -> float:
+    from worker.inference.plans import build_forward
+
     torch.set_num_threads(threads)
-    model = build_classifier(architecture, 2).eval()
+    model = build_forward(build_classifier(architecture, 2).eval(), plan, torch.device("cpu"))
     x = torch.rand(batch, 3, size, size)
     with torch.inference_mode():
         for _ in range(3):
@@ -33,17 +37,23 @@ def _forward_rate(architecture: str, size: int, batch: int, threads: int, second
     return done / (time.perf_counter() - start)
 
 
-def _child(args: tuple[str, int, int, int, float], barrier: mp.Barrier, out: mp.Queue) -> None:  # type: ignore[type-arg]
+def _child(args: tuple[str, int, int, int, float, str], barrier: mp.Barrier, out: mp.Queue) -> None:  # type: ignore[type-arg]
     barrier.wait()
     out.put(_forward_rate(*args))
 
 
 def _measure(
-    architecture: str, size: int, batch: int, processes: int, threads: int, seconds: float
+    architecture: str,
+    size: int,
+    batch: int,
+    processes: int,
+    threads: int,
+    seconds: float,
+    plan: str,
 ) -> float:
     ctx = mp.get_context("spawn")
     barrier, out = ctx.Barrier(processes), ctx.Queue()
-    args = (architecture, size, batch, threads, seconds)
+    args = (architecture, size, batch, threads, seconds, plan)
     procs = [ctx.Process(target=_child, args=(args, barrier, out)) for _ in range(processes)]
     for p in procs:
         p.start()
@@ -61,17 +71,19 @@ def bare_throughput(
     threads: int,
     seconds: float,
     env: dict[str, str],
+    plan: str = "fp32",
 ) -> float:
-    """Images/s of `processes` concurrent copies of the model with `threads` threads each."""
+    """Images/s of `processes` concurrent copies of the model with `threads` threads each,
+    running ``plan`` (the runtime plan the workers use, worker.inference.plans)."""
     cmd = [sys.executable, "-m", "bench.bare", architecture, str(size), str(batch),
-           str(processes), str(threads), str(seconds)]  # fmt: skip
+           str(processes), str(threads), str(seconds), plan]  # fmt: skip
     out = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, check=True)
     return float(json.loads(out.stdout.strip().splitlines()[-1])["images_per_s"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    for name in ("architecture", "size", "batch", "processes", "threads", "seconds"):
+    for name in ("architecture", "size", "batch", "processes", "threads", "seconds", "plan"):
         parser.add_argument(name)
     a = parser.parse_args()
     rate = _measure(
@@ -81,6 +93,7 @@ def main() -> None:
         int(a.processes),
         int(a.threads),
         float(a.seconds),
+        a.plan,
     )
     print(json.dumps({"images_per_s": rate}))
 

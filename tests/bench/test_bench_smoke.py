@@ -30,3 +30,12 @@ def test_bench_runs_end_to_end_and_reports_ratios(tmp_path: Path) -> None:
     assert 0 < memory["api"] and 0 < memory["workers"] and 0 < memory["postgres"]
     assert memory["platform_postgres_valkey"] > memory["platform"] > 0
     assert "micro-batching off" in out.stdout and "PSS" in out.stdout
+    latest = json.loads((tmp_path / "latest.json").read_text())
+    keys = ("bare_img_s", "plan", "e2e_img_s", "ratio", "single_p50_ms", "bare_single_ms",
+            "torchserve_img_s", "ratio_vs_torchserve", "submissions_per_s", "submit_p99_ms",
+            "peak_pss_mib")  # fmt: skip
+    assert set(keys) <= set(latest)
+    assert isinstance(latest["plan"], str) and latest["plan"] == latest["guard"]["chosen"]
+    assert set(latest["e2e_img_s"]) == set(latest["ratio"]) == {"8", "1"}
+    assert latest["bare_img_s"] > 0 and latest["bare_single_ms"] > 0
+    assert latest["single_p50_ms"] > 0 and latest["peak_pss_mib"] > 0
