@@ -50,16 +50,18 @@ COPY services/api/pyproject.toml services/api/
 COPY services/worker/pyproject.toml services/worker/
 COPY services/trainer/pyproject.toml services/trainer/
 COPY services/cli/pyproject.toml services/cli/
+COPY services/gateway/pyproject.toml services/gateway/
 
 FROM build-base AS build-api
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-install-workspace --package medimg-api
+    uv sync --frozen --no-dev --no-install-workspace --package medimg-api --package medimg-gateway
 COPY shared/src shared/src
 COPY services/api/src services/api/src
+COPY services/gateway/src services/gateway/src
 # --no-editable: the workspace packages are installed into site-packages, so the runtime
 # stage needs /opt/venv only, not the source tree.
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable --package medimg-api
+    uv sync --frozen --no-dev --no-editable --package medimg-api --package medimg-gateway
 
 FROM build-base AS build-ml
 RUN --mount=type=cache,target=/root/.cache/uv \

@@ -156,6 +156,8 @@ def expected_services() -> dict[str, services.Service]:
         "trainer": services.trainer(),
         # The same trainer command from the cuda image, on a GPU.
         "trainer-gpu": services.trainer(),
+        # The DICOM node listens on every interface of its network namespace.
+        "gateway": services.gateway(bind="0.0.0.0", dicom_port=11112, http_port=9102),
     }
 
 
@@ -860,7 +862,7 @@ def test_compose_worker_metrics(compose: dict[str, Any]) -> None:
         assert s.get("expose", []) == ([str(WORKER_METRICS_PORT)] if metrics else []), name
         env = s.get("environment", {})
         assert ("MEDIMG_WORKER_METRICS_PORT" in env) == metrics, name
-        if name != "api":
+        if name not in ("api", "gateway"):  # the gateway: the PACS's DICOM port
             assert "ports" not in s, name
     assert svc["api"]["ports"] == ["${API_BIND:-127.0.0.1}:${API_PORT:-8000}:8000"]
 
