@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from api import callback_delivery, housekeeping, observability, reconciler
+from api import callback_delivery, housekeeping, observability, openapi, reconciler
 from api.idempotency import IdempotencyMiddleware
 from api.limits import BodyLimitMiddleware
 from api.observability import RequestContextMiddleware
@@ -90,4 +90,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(me.router, prefix="/v1")
     app.include_router(previews.router, prefix="/v1")
     web.install(app)  # the web app at /, /docs, /redoc, /static
+    openapi.install(app)  # binary file parts, unique schema names (generated clients)
     return app
