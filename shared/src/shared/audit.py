@@ -2,7 +2,11 @@
 
 Events are added to the caller's session, so an event commits or rolls back together with
 the change it describes. `detail` holds ids, names and counts only: never patient
-identifiers, file names or image bytes (the audit log is readable by every admin).
+identifiers, file names or image bytes (the audit log is readable by every admin, and it
+outlives deleted PHI: rows can be neither updated nor deleted).
+
+The table is append-only in the database and hash-chained by its insert trigger (migration
+5b1e0c7a93d4): every writer is covered, and `shared.audit_chain` verifies the chain.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from shared.db.base import utcnow
 from shared.db.models import AuditEvent
+from shared.logs import client_request_id as client_request_id_var
 from shared.logs import request_id as request_id_var
 
 
@@ -51,6 +56,7 @@ def audit_event(
         resource_type=resource_type,
         resource_id=resource_id,
         request_id=request_id_var.get(),
+        client_request_id=client_request_id_var.get(),
         detail=detail or {},
     )
 

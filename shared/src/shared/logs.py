@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+# What the client sent as X-Request-ID: kept for correlation, never trusted as our id.
+client_request_id: ContextVar[str | None] = ContextVar("client_request_id", default=None)
 job_id: ContextVar[str | None] = ContextVar("job_id", default=None)
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}

@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.training_gauges import training_families
 from shared.db.models import Job
-from shared.logs import request_id
+from shared.logs import client_request_id, request_id
 from shared.queueing import PRIORITY_STEPS
 from shared.tasks import Queue
 
@@ -41,7 +41,11 @@ HTTP_LATENCY = Histogram(
 
 
 class RequestContextMiddleware:
-    """Give every request an id (X-Request-ID, echoed back) and count it."""
+    """Give every request a server-generated id (X-Request-ID) and count it.
+
+    A client's own X-Request-ID is kept apart (audit `client_request_id`, echoed back as
+    X-Client-Request-ID): clients must not choose the id audit rows are correlated by.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -51,8 +55,13 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+        rid = uuid.uuid4().hex
+        client_rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or None
         token = request_id.set(rid)
+        client_token = client_request_id.set(client_rid)
+        echoed = [(b"x-request-id", rid.encode())]
+        if client_rid:
+            echoed.append((b"x-client-request-id", client_rid.encode("latin-1")))
         status = 500
         start = time.perf_counter()
 
@@ -60,7 +69,7 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+                message["headers"] = [*message.get("headers", []), *echoed]
             await send(message)
 
         try:
@@ -70,6 +79,7 @@ class RequestContextMiddleware:
             HTTP_REQUESTS.labels(scope["method"], path, str(status)).inc()
             HTTP_LATENCY.labels(scope["method"], path).observe(time.perf_counter() - start)
             request_id.reset(token)
+            client_request_id.reset(client_token)
 
 
 def _route_template(scope: Scope) -> str:
