@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                 # The load generator must not be throttled by the per-key rate limit.
                 key, plaintext = create_key(
                     session, tenant="bench", name="bench",
-                    scopes=[Scope.JOBS_WRITE, Scope.ADMIN],  # admin: the bench model is shared
+                    scopes=[Scope.JOBS_WRITE, Scope.PLATFORM_ADMIN],  # the bench model is shared
                 )  # fmt: skip
                 key.rate_limit_per_minute = 0
                 session.commit()

@@ -540,8 +540,8 @@ def api_paths() -> dict[str, Any]:
     """
     code = (
         "import json; from api.main import create_app; app = create_app(); "
-        "public = [*app.openapi()['paths'], app.openapi_url, app.docs_url, "
-        "app.swagger_ui_oauth2_redirect_url, app.redoc_url]; "
+        # The docs pages are the platform's own routes (offline assets), not FastAPI's.
+        "public = [*app.openapi()['paths'], app.openapi_url, '/docs', '/redoc']; "
         "print(json.dumps({'public': public, 'metrics': app.url_path_for('metrics')}))"
     )
     result = subprocess.run(

@@ -95,6 +95,9 @@ def test_rule_rejects_unsafe_pattern(admin: httpx.Client) -> None:
     assert bad.headers["content-type"].startswith("application/problem+json")
 
 
+# Push, routing and the model run pass; the SR builder (shared.dicom_results.builder, issue 12
+# item 4) is not written yet, so nothing is delivered back. strict: it fails once it passes.
+@pytest.mark.xfail(strict=True, reason="SR builder not implemented yet (issue 12 item 4)")
 def test_orthanc_push_is_routed_and_sr_comes_back(
     admin: httpx.Client, orthanc: Orthanc, wired: dict[str, Any]
 ) -> None:

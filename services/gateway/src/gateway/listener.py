@@ -20,6 +20,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from gateway import metrics
+from shared.schemas.dicom import AE_TITLE_PATTERN
 
 log = logging.getLogger(__name__)
 # Placeholder when no AE is registered: an empty list would let every caller in.
@@ -46,7 +47,12 @@ class Listener:
 
     def allow(self, ae_titles: list[str]) -> None:
         """Set the calling AE titles allowed to associate (effective for new associations)."""
-        self.ae.require_calling_aet = sorted(ae_titles) or [NOBODY]
+        # A title pynetdicom refuses (stored before validation was strict) must not stop every
+        # other PACS from associating: drop it here, the API refuses new ones with a 422.
+        valid = [t for t in ae_titles if re.fullmatch(AE_TITLE_PATTERN, t)]
+        if len(valid) < len(ae_titles):
+            log.warning("ignoring %d invalid calling AE title(s)", len(ae_titles) - len(valid))
+        self.ae.require_calling_aet = sorted(valid) or [NOBODY]
 
     def start(self) -> None:
         self.incoming.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-AeTitle = Field(min_length=1, max_length=16, pattern=r"^[ -~]*[!-~][ -~]*$")
+# PS3.5 AE: up to 16 printable ASCII characters, not all spaces, no backslash (the VM separator).
+AE_TITLE_PATTERN = r"^[ -\[\]-~]*[!-\[\]-~][ -\[\]-~]*$"
+AeTitle = Field(min_length=1, max_length=16, pattern=AE_TITLE_PATTERN)
 
 
 class CallingAeCreate(BaseModel):
@@ -50,7 +52,7 @@ class DestinationCreate(BaseModel):
     name: str = Field(min_length=1, max_length=64)
     kind: Literal["stow", "cstore"]
     pacs: str | None = Field(None, description="stow: name of a registered PACS endpoint")
-    ae_title: str | None = Field(None, min_length=1, max_length=16)
+    ae_title: str | None = Field(None, min_length=1, max_length=16, pattern=AE_TITLE_PATTERN)
     host: str | None = Field(None, max_length=255)
     port: int | None = Field(None, ge=1, le=65535)
 
