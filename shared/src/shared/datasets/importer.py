@@ -24,6 +24,7 @@ from shared.datasets.safezip import SafeArchive, ZipLimits, open_archive
 from shared.db.base import utcnow
 from shared.db.models import Dataset, DatasetItem, DatasetStatus, DatasetVersion
 from shared.errors import AppError, InvalidDataset
+from shared.imaging.deid import deidentify
 from shared.storage import BlobStore
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,11 @@ def _read_all(
         progress("reading", done, total)
         data = archive.read(entry.path)
         record = rec.read_entry(
-            entry, data, max_pixels=settings.max_image_pixels, problems=problems
+            entry,
+            data,
+            max_pixels=settings.max_image_pixels,
+            problems=problems,
+            secret=settings.uid_salt(),
         )
         if record is not None and entry.mask is not None:
             record.mask = _read_mask(archive, entry.path, entry.mask, record, parsed, store,
@@ -96,12 +101,30 @@ def _read_all(
             if record.mask is None:
                 continue
         if record is not None:
-            record.storage_key, _ = store.put(
+            if record.format == "dicom" and settings.deidentify_uploads:
+                # Stored like a job upload: PS3.15 profile applied, pixels unchanged. The
+                # item's sha256 is the stored file's; duplicates still match, since the
+                # same file always de-identifies to the same bytes.
+                cleaned = _deidentified(data, settings, entry.path, problems)
+                if cleaned is None:
+                    continue
+                data = cleaned
+            record.storage_key, record.sha256 = store.put(
                 data, prefix="images", suffix=SUFFIX.get(record.format, "")
             )
             records.append(record)
     progress("reading", total, total, force=True)
     return records
+
+
+def _deidentified(
+    data: bytes, settings: Settings, path: str, problems: list[dict[str, str]]
+) -> bytes | None:
+    try:
+        return deidentify(data, uid_salt=settings.uid_salt()).data
+    except Exception as exc:  # noqa: BLE001  (pydicom cannot rewrite a header it read)
+        problems.append({"file": path, "problem": f"cannot be de-identified: {exc}"})
+        return None
 
 
 def _read_mask(
@@ -204,6 +227,7 @@ def _build(
         spec.get("group_by") or "auto",
         spec.get("group_pattern") or parsed.group_pattern,
         problems,
+        secret=settings.uid_salt(),
     )
     progress("splitting", len(records), len(records), force=True)
     assigned = _split(records, spec, parsed, problems) if records else []

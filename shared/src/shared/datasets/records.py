@@ -16,6 +16,7 @@ from shared.datasets.formats.base import Entry, Parsed, Task
 from shared.datasets.formats.segmentation_masks import MaskInfo, mask_stats
 from shared.errors import AppError
 from shared.imaging.decode import decode_image
+from shared.pseudonyms import pseudonym
 
 # Annotation tools round corners to whole pixels, VOC is 1-based: a pixel of slack.
 BOX_TOLERANCE = 1.0
@@ -40,7 +41,7 @@ class Record:
     mask: MaskInfo | None = None  # segmentation: the stored, checked label map
 
 
-def _dicom_ids(data: bytes) -> dict[str, str]:
+def _dicom_ids(data: bytes, secret: bytes) -> dict[str, str]:
     """PatientID / StudyInstanceUID, pseudonymised: identifiers are never stored in clear."""
     try:
         ds = pydicom.dcmread(
@@ -55,7 +56,7 @@ def _dicom_ids(data: bytes) -> dict[str, str]:
     for key, tag in (("patient", "PatientID"), ("study", "StudyInstanceUID")):
         value = str(getattr(ds, tag, "") or "").strip()
         if value:
-            ids[key] = f"{key}-{hashlib.sha256(value.encode()).hexdigest()[:16]}"
+            ids[key] = pseudonym(key, value, secret)
     return ids
 
 
@@ -84,9 +85,17 @@ def _boxes(
 
 
 def read_entry(
-    entry: Entry, data: bytes, *, max_pixels: int, problems: list[dict[str, str]]
+    entry: Entry,
+    data: bytes,
+    *,
+    max_pixels: int,
+    problems: list[dict[str, str]],
+    secret: bytes = b"",
 ) -> Record | None:
-    """Decode one image fully (a truncated file must fail here, not in training)."""
+    """Decode one image fully (a truncated file must fail here, not in training).
+
+    `secret` keys the pseudonyms of the DICOM patient and study ids.
+    """
     try:
         decoded = decode_image(data, max_pixels=max_pixels)
     except AppError as exc:
@@ -104,14 +113,22 @@ def read_entry(
         boxes=boxes,
         split=entry.split,
         group=entry.group,
-        extra=_dicom_ids(data) if decoded.format == "dicom" else {},
+        extra=_dicom_ids(data, secret) if decoded.format == "dicom" else {},
     )
 
 
 def resolve_groups(
-    records: list[Record], group_by: str, pattern: str | None, problems: list[dict[str, str]]
+    records: list[Record],
+    group_by: str,
+    pattern: str | None,
+    problems: list[dict[str, str]],
+    secret: bytes = b"",
 ) -> str:
     """Set each record's group from the chosen source; returns the source actually used.
+
+    Groups taken from file names (`group_pattern`) or from the format's own patient ids
+    (COCO/RSNA/Label Studio) are pseudonymised with `secret`, like DICOM ids, so no
+    patient id is stored or returned in clear.
 
     auto: the pattern when one is given, else DICOM PatientID, else the format's own id
     (RSNA patientId, Label Studio/COCO patient_id), else none.
@@ -140,15 +157,20 @@ def resolve_groups(
                     {"file": r.path, "problem": f"does not match group_pattern {pattern!r}"}
                 )
             else:
-                r.group = match.group(1) if regex.groups else match.group(0)
+                captured = match.group(1) if regex.groups else match.group(0)
+                r.group = pseudonym("group", captured, secret)
     elif group_by in ("patient", "study"):
         for r in records:
-            r.group = r.extra.get(group_by) or r.group
+            fallback = pseudonym("group", r.group, secret) if r.group is not None else None
+            r.group = r.extra.get(group_by) or fallback
             if r.group is None:
                 problems.append({"file": r.path, "problem": f"no DICOM {group_by} id to group by"})
     elif group_by == "none":
         for r in records:
             r.group = None
+    else:  # "format": the annotation file's own patient ids
+        for r in records:
+            r.group = pseudonym("group", r.group, secret) if r.group is not None else None
     return group_by
 
 
