@@ -1,4 +1,4 @@
-"""GET /v1/jobs/{id}?wait= returns as soon as the job is final (LISTEN/NOTIFY), not at the timeout."""
+"""GET /v1/jobs/{id}?wait= returns as soon as the job is final (LISTEN/NOTIFY), not at timeout."""
 
 from __future__ import annotations
 
