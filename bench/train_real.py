@@ -2,8 +2,7 @@
 
     .venv/bin/python -m bench.train_real ddti --architecture efficientnet_lite0 \
         --start-from imagenet
-    .venv/bin/python -m bench.train_real ddti-seg --architecture unet_mobilenet_v2 \
-        --start-from imagenet
+    .venv/bin/python -m bench.train_real ddti-seg   # every setting derived from the dataset
 
 Starts the platform as `make run` does (embedded PostgreSQL + Valkey, API, cpu worker,
 trainer) on free ports in a temporary folder, uploads the dataset zip packed by
@@ -56,8 +55,8 @@ def _wait_dataset(client: httpx.Client, location: str, timeout: float = 1800) ->
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.train_real")
     parser.add_argument("dataset", choices=sorted(PACKERS))
-    parser.add_argument("--architecture", default="resnet18")
-    parser.add_argument("--start-from", default="random")
+    parser.add_argument("--architecture", default=None, help="default: derived by the platform")
+    parser.add_argument("--start-from", default=None, help="default: derived by the platform")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=JSON")
     args = parser.parse_args(argv)
     params = {k: json.loads(v) for k, _, v in (p.partition("=") for p in args.param)}
@@ -93,16 +92,18 @@ def main(argv: list[str] | None = None) -> int:
                 body = {
                     "task": TASKS.get(args.dataset, "classification"),
                     "dataset": args.dataset,
-                    "architecture": args.architecture,
-                    "start_from": args.start_from,
                     "params": params,
                 }
+                # Unset: the platform derives them from the dataset (shared.recipes).
+                body.update({k: v for k, v in (("architecture", args.architecture),
+                             ("start_from", args.start_from)) if v is not None})  # fmt: skip
                 job = client.post("/v1/training-jobs", json=body)
                 if job.status_code != 202:
                     raise SystemExit(f"training job refused: {job.text}")
                 final = follow(client, job.json()["id"])
         RESULTS.mkdir(exist_ok=True)
-        name = f"train-{args.dataset}-{args.architecture}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        name = f"train-{args.dataset}-{final['architecture']}-{stamp}.json"
         (RESULTS / name).write_text(json.dumps(final, indent=2, default=str))
     print(json.dumps({"status": final["status"], "test_metrics": final.get("test_metrics")},
                      indent=2)[:6000])  # fmt: skip

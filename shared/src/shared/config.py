@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     # Per API key; a key's own rate_limit_per_minute overrides it. 0 turns limiting off.
     rate_limit_per_minute: int = 1200
 
+    # The hardware class the training queue runs on: training recipes derive input size and
+    # batch size from it when a job leaves them unset (fixed when the job is accepted).
+    trainer_hardware: Literal["cpu", "cuda"] = "cpu"
+
     # Worker tuning (see PERF_BASELINES.md: few threads per process, batch on CPU).
     torch_threads: int | None = None
     max_batch_size: int = 8

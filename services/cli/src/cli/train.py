@@ -24,9 +24,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "--api-key", default=os.environ.get("MEDIMG_API_KEY"), help="default: $MEDIMG_API_KEY"
     )
     p.add_argument("--dataset", required=True, help="'name' (newest ready version) or 'name:v'")
-    p.add_argument("--task", default="classification", choices=("classification", "detection"))
-    p.add_argument("--architecture", default="resnet18")
-    p.add_argument("--start-from", default="random", help="random, imagenet, or a model ref")
+    p.add_argument(
+        "--task", default="classification", choices=("classification", "detection", "segmentation")
+    )
+    p.add_argument("--architecture", default=None, help="default: derived from the dataset")
+    p.add_argument(
+        "--start-from", default=None, help="random, imagenet, or a model ref (default: derived)"
+    )
     p.add_argument("--model-name", default=None, help="default: <dataset>-<architecture>")
     p.add_argument("--monitor", default=None, help="validation metric (default by task)")
     p.add_argument("--promote", action="store_true", help="move `production` if better")
@@ -61,15 +65,13 @@ def request_body(args: argparse.Namespace) -> dict[str, Any]:
     body: dict[str, Any] = {
         "dataset": args.dataset,
         "task": args.task,
-        "architecture": args.architecture,
-        "start_from": args.start_from,
         "promote": args.promote,
         "params": _params(args),
     }
-    if args.model_name:
-        body["model_name"] = args.model_name
-    if args.monitor:
-        body["monitor"] = args.monitor
+    # Unset values stay out of the request so the platform derives them from the dataset.
+    for key in ("architecture", "start_from", "model_name", "monitor"):
+        if getattr(args, key):
+            body[key] = getattr(args, key)
     return body
 
 

@@ -359,6 +359,8 @@ class TrainingJob(UUIDPrimaryKey, CreatedAt, Base):
     # "imagenet", "random" or a model reference to continue from.
     start_from: Mapped[str] = mapped_column(String(160))
     params: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    # shared.schemas.training.RecipePublic: which values the caller set, which were derived.
+    recipe: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     monitor: Mapped[str] = mapped_column(String(32))
     model_name: Mapped[str] = mapped_column(String(100))
     promote: Mapped[bool] = mapped_column(default=False)

@@ -39,6 +39,15 @@ SEGMENTATION_ENCODERS: dict[str, str] = {
     "unet_resnet34": "resnet34",
 }
 SEGMENTATION_WHEEL_ENCODERS = frozenset({"mobilenet_v2"})
+# Detector -> the ImageNet classifier its backbone starts from.
+DETECTION_BACKBONES: dict[str, str] = {
+    "fasterrcnn_efficientnet_lite0_fpn": "efficientnet_lite0",
+    "fasterrcnn_mobilenet_v3_large_fpn": "mobilenet_v3_large",
+    "fasterrcnn_resnet50_fpn": "resnet50",
+    "fasterrcnn_resnet50_fpn_v2": "resnet50",
+    "retinanet_resnet50_fpn": "resnet50",
+    "retinanet_resnet50_fpn_v2": "resnet50",
+}
 
 # What the workers can build (torch-free catalogue; shared.ml asserts it matches the builders).
 CLASSIFICATION_ARCHITECTURES = frozenset(architectures_for("classification"))
@@ -67,6 +76,7 @@ def torch_hub_checkpoints() -> Path:
 def missing_imagenet_file(architecture: str) -> Path | None:
     """The cached ImageNet checkpoint `architecture` needs but lacks; None when usable."""
     architecture = SEGMENTATION_ENCODERS.get(architecture, architecture)
+    architecture = DETECTION_BACKBONES.get(architecture, architecture)
     if architecture in WHEEL_PRETRAINED or architecture in SEGMENTATION_WHEEL_ENCODERS:
         return None
     path = torch_hub_checkpoints() / IMAGENET_FILES[architecture]
@@ -74,7 +84,8 @@ def missing_imagenet_file(architecture: str) -> Path | None:
 
 
 class TrainingParams(BaseModel):
-    """Hyper-parameters; the defaults train a sensible classifier on a few thousand images."""
+    """Hyper-parameters. Those a request leaves unset are derived from the dataset
+    (`shared.recipes`); the values below are only the starting point of that derivation."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -106,6 +117,25 @@ class TrainingParams(BaseModel):
     amp: bool = Field(True, description="Mixed precision (CUDA only)")
 
 
+Hardware = Literal["cpu", "cuda"]
+RecipeSource = Literal["caller", "derived"]
+
+
+class RecipeEntry(BaseModel):
+    field: str
+    value: Any
+    source: RecipeSource
+    reason: str
+
+
+class RecipePublic(BaseModel):
+    """How a training job's settings were chosen: by the caller or derived, with the reason."""
+
+    hardware: Hardware
+    fingerprint: dict[str, Any] = Field(description="What the derivation looked at")
+    entries: list[RecipeEntry] = Field(default_factory=list)
+
+
 class TrainingJobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -115,12 +145,15 @@ class TrainingJobCreate(BaseModel):
         description="Dataset of the caller's tenant: 'name' (its newest ready version) or "
         "'name:version'",
     )
-    architecture: str = "resnet18"
-    start_from: str = Field(
-        "random",
+    architecture: str | None = Field(
+        None, max_length=80, description="Default: derived from the dataset (see `recipe`)"
+    )
+    start_from: str | None = Field(
+        None,
         max_length=160,
         description="'random', 'imagenet' (local weights cache) or a model to continue from: "
-        "'name', 'name:version' or 'name@alias'",
+        "'name', 'name:version' or 'name@alias'; default: 'imagenet' when its weights are "
+        "installed for the architecture, else 'random'",
     )
     model_name: str | None = Field(
         None,
@@ -181,7 +214,10 @@ class TrainingJobSummary(BaseModel):
 
 
 class TrainingJobPublic(TrainingJobSummary):
-    params: dict[str, Any]
+    params: dict[str, Any] = Field(description="The values the job trains with (see `recipe`)")
+    recipe: RecipePublic | None = Field(
+        None, description="How each value was chosen (None for jobs older than recipes)"
+    )
     promote: bool
     promoted: bool | None
     attempts: int

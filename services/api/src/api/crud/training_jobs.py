@@ -24,12 +24,14 @@ from shared.db.models import (
     TrainingJob,
 )
 from shared.errors import Conflict, DatasetNotFound, InvalidRequest, NotFound
+from shared.recipes import Fingerprint, derive
 from shared.registry import resolve_model_version
 from shared.schemas.training import (
     CLASSIFICATION_ARCHITECTURES,
     DETECTION_ARCHITECTURES,
     MONITORS,
     SEGMENTATION_ARCHITECTURES,
+    Hardware,
     TrainingJobCreate,
     missing_imagenet_file,
 )
@@ -136,9 +138,14 @@ async def _check_model_name(session: AsyncSession, tenant_id: uuid.UUID, name: s
 
 
 async def create_training_job(
-    *, session: AsyncSession, tenant_id: uuid.UUID, request: TrainingJobCreate
+    *,
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    request: TrainingJobCreate,
+    hardware: Hardware = "cpu",
 ) -> TrainingJob:
-    """Validate the request against the database and add a queued job.
+    """Validate the request against the database and add a queued job; what the request
+    leaves unset is derived from the dataset version (`shared.recipes`) and fixed here.
 
     Raises:
         DatasetNotFound, Conflict, InvalidRequest, ModelNotFound: see the messages.
@@ -149,16 +156,25 @@ async def create_training_job(
             f"dataset version {dataset_version.id} is a {dataset_version.dataset.task} dataset; "
             f"it cannot train a {request.task} model"
         )
-    _check_architecture(request.task, request.architecture)
+    recipe = derive(
+        Fingerprint.from_stats(request.task, dataset_version.stats or {}),
+        architecture=request.architecture,
+        start_from=request.start_from,
+        params=request.params,
+        caller_params=request.params.model_fields_set,
+        hardware=hardware,
+    )
+    architecture, start_from = recipe.architecture, recipe.start_from
+    _check_architecture(request.task, architecture)
     monitor = request.monitor or MONITORS[request.task][0]
     if monitor not in MONITORS[request.task]:
         raise InvalidRequest(
             f"monitor {monitor!r} is not a {request.task} metric; use one of "
             f"{', '.join(MONITORS[request.task])}"
         )
-    await _check_start(session, tenant_id, request.start_from, request.architecture)
+    await _check_start(session, tenant_id, start_from, architecture)
     model_name = request.model_name or _default_model_name(
-        dataset_version.dataset.name, request.architecture
+        dataset_version.dataset.name, architecture
     )
     await _check_model_name(session, tenant_id, model_name)
     job = TrainingJob(
@@ -167,13 +183,14 @@ async def create_training_job(
         status=JobStatus.QUEUED,
         task=request.task,
         dataset_version_id=dataset_version.id,
-        architecture=request.architecture,
-        start_from=request.start_from,
-        params=request.params.model_dump(),
+        architecture=architecture,
+        start_from=start_from,
+        params=recipe.params.model_dump(),
+        recipe=recipe.public.model_dump(mode="json"),
         monitor=monitor,
         model_name=model_name,
         promote=request.promote,
-        progress={"epoch": 0, "epochs": request.params.epochs, "phase": "queued"},
+        progress={"epoch": 0, "epochs": recipe.params.epochs, "phase": "queued"},
         attempts=0,
         created_at=utcnow(),
     )

@@ -64,6 +64,7 @@ def _public(
     return TrainingJobPublic(
         **_summary(job, refs),  # type: ignore[arg-type]
         params=job.params,
+        recipe=job.recipe,
         promote=job.promote,
         promoted=job.promoted,
         attempts=job.attempts,
@@ -120,7 +121,10 @@ async def create_training_job(
     if body.callback_url is not None:  # resolves DNS: off the event loop
         callback_url = await run_in_threadpool(validate_callback_url, body.callback_url, settings)
     job = await crud.create_training_job(
-        session=session, tenant_id=principal.tenant_id, request=body
+        session=session,
+        tenant_id=principal.tenant_id,
+        request=body,
+        hardware=settings.trainer_hardware,
     )
     job.callback_url = callback_url
     await audit.record(
