@@ -14,15 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
-import re2
-
+from shared import safe_regex
 from shared.errors import InvalidRequest
 
-MAX_PATTERN_LENGTH = 256
-_RE2_MAX_MEM = 1 << 20  # 1 MiB of compiled program per pattern
 LIST_KEYS = ("modality", "body_part", "sop_class_uid", "calling_ae")
 PATTERN_KEYS = ("study_description", "series_description")
 MATCH_KEYS = LIST_KEYS + PATTERN_KEYS
@@ -108,23 +104,13 @@ def group_study(headers: Iterable[InstanceHeader], calling_ae: str | None) -> St
     return StudyInfo(study_uid, description, calling_ae, list(series.values()))
 
 
-@lru_cache(maxsize=512)
-def compile_pattern(pattern: str) -> Any:
-    """Compile a bounded, case-insensitive RE2 pattern.
+def compile_pattern(pattern: str, where: str = "pattern") -> Any:
+    """Compile a routing pattern: RE2 via shared.safe_regex, case-insensitive.
 
     Raises:
         InvalidRequest: too long, or not valid RE2 syntax (e.g. a backreference).
     """
-    if len(pattern) > MAX_PATTERN_LENGTH:
-        raise InvalidRequest(f"pattern longer than {MAX_PATTERN_LENGTH} characters")
-    options = re2.Options()
-    options.max_mem = _RE2_MAX_MEM
-    options.case_sensitive = False
-    options.log_errors = False
-    try:
-        return re2.compile(pattern, options)
-    except re2.error as exc:
-        raise InvalidRequest(f"pattern {pattern!r} is not a valid RE2 expression: {exc}") from None
+    return safe_regex.compile_pattern(pattern, field=where, case_sensitive=False)
 
 
 def validate_match(match: dict[str, Any]) -> dict[str, Any]:
@@ -150,7 +136,7 @@ def validate_match(match: dict[str, Any]) -> dict[str, Any]:
             continue
         if not isinstance(pattern, str):
             raise InvalidRequest(f"match.{key} must be a string (an RE2 pattern)")
-        compile_pattern(pattern)
+        compile_pattern(pattern, f"match.{key}")
         clean[key] = pattern
     return clean
 

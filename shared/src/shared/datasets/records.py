@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -12,9 +11,10 @@ from typing import Any
 
 import pydicom
 
+from shared import safe_regex
 from shared.datasets.formats.base import Entry, Parsed, Task
 from shared.datasets.formats.segmentation_masks import MaskInfo, mask_stats
-from shared.errors import AppError
+from shared.errors import AppError, InvalidRequest
 from shared.imaging.decode import decode_image
 from shared.pseudonyms import pseudonym
 
@@ -148,7 +148,12 @@ def resolve_groups(
                 {"file": "(options)", "problem": "group_by=pattern needs group_pattern"}
             )
             return group_by
-        regex = re.compile(pattern)
+        try:
+            # RE2 (linear time): the pattern may come from the zip's own spec file too.
+            regex = safe_regex.compile_pattern(pattern, field="group_pattern", max_groups=1)
+        except InvalidRequest as exc:
+            problems.append({"file": "(options)", "problem": exc.detail})
+            return group_by
         for r in records:
             # The file name first (`pat007_img1.png`), then the whole path (`pat007/img1.png`).
             match = regex.search(r.path.rsplit("/", 1)[-1]) or regex.search(r.path)
