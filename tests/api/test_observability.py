@@ -27,7 +27,8 @@ def test_api_metrics_report_jobs_queues_and_http(api: httpx.Client) -> None:
     jobs = _samples(text, "medimg_jobs")
     assert jobs[f'medimg_jobs{{model="{MODEL}",status="succeeded"}}'] >= 1
     depth = _samples(text, "medimg_queue_depth")
-    assert set(depth) == {f'medimg_queue_depth{{queue="{q}"}}' for q in ("cpu", "gpu", "train")}
+    queues = ("cpu", "gpu", "train", "datasets")
+    assert set(depth) == {f'medimg_queue_depth{{queue="{q}"}}' for q in queues}
     http = _samples(text, "medimg_http_requests_total")
     assert http['medimg_http_requests_total{method="POST",route="/v1/jobs",status="202"}'] >= 1
     # Route templates, never raw ids, as labels.

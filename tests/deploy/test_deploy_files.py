@@ -47,6 +47,7 @@ SCRAPED = {
     "api": ("http", API_PORT),
     "worker-cpu": ("metrics", WORKER_METRICS_PORT),
     "worker-gpu": ("metrics", WORKER_METRICS_PORT),
+    "gateway": ("metrics", 9102),  # MEDIMG_GATEWAY_HTTP_PORT
 }
 
 # Schemas are checked for the oldest Kubernetes the manifests target and the newest that
@@ -80,7 +81,7 @@ CHECKOV_ALLOWED_DEV = {
     ),
 }
 
-PLATFORM_DEPLOYMENTS = {"api", "worker-cpu", "worker-gpu", "trainer"}
+PLATFORM_DEPLOYMENTS = {"api", "worker-cpu", "worker-gpu", "worker-datasets", "trainer", "gateway"}
 # With components/gpu-training, trainer-gpu takes the `train` queue instead of trainer.
 GPU_TRAINING_DEPLOYMENTS = PLATFORM_DEPLOYMENTS - {"trainer"} | {"trainer-gpu"}
 GPU_PODS = {"worker-gpu", "trainer-gpu"}
@@ -153,6 +154,7 @@ def expected_services() -> dict[str, services.Service]:
         # The deployments turn the workers' metrics endpoint on (MEDIMG_WORKER_METRICS_PORT).
         "worker-cpu": services.worker("cpu", 2, WORKER_METRICS_PORT),
         "worker-gpu": services.worker("gpu", 2, WORKER_METRICS_PORT),
+        "worker-datasets": services.dataset_worker(),
         "trainer": services.trainer(),
         # The same trainer command from the cuda image, on a GPU.
         "trainer-gpu": services.trainer(),
@@ -283,7 +285,7 @@ def test_overlays_render_the_platform(rendered: dict[str, list[dict[str, Any]]])
         assert not objects(docs, "ScaledObject") and not objects(docs, "TriggerAuthentication")
         assert set(objects(docs, "HorizontalPodAutoscaler")) == {"worker-cpu"}
     for overlay, docs in rendered.items():
-        expected = {"api", "workers"} if overlay == "prod-podmonitor" else set()
+        expected = {"api", "workers", "gateway"} if overlay == "prod-podmonitor" else set()
         assert set(objects(docs, "PodMonitor")) == expected, overlay
 
 
@@ -334,6 +336,8 @@ def test_k8s_probes(rendered: dict[str, list[dict[str, Any]]]) -> None:
             if name == "api":
                 assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
                 assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+            elif name == "gateway":
+                continue  # HTTP probes on its metrics port: tests/deploy/test_gateway_deploy.py
             elif name in expected:
                 queue = celery_node(expected[name].argv)
                 for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
@@ -485,7 +489,16 @@ def admitted(
 
 
 def test_k8s_network_policies(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    platform = {"api", "worker-cpu", "worker-gpu", "trainer", "trainer-gpu", "migrate"}
+    platform = {
+        "api",
+        "worker-cpu",
+        "worker-gpu",
+        "worker-datasets",
+        "trainer",
+        "trainer-gpu",
+        "migrate",
+        "gateway",
+    }
     # Namespaces outside medimg, and a pod in each; what each may open in medimg.
     ingress_controller = ({"medimg.io/ingress-controller": "true"}, {})
     monitoring = ({"kubernetes.io/metadata.name": "monitoring", **MONITORING_LABEL}, {})
@@ -502,6 +515,8 @@ def test_k8s_network_policies(rendered: dict[str, list[dict[str, Any]]]) -> None
         deny = policies["default-deny"]["spec"]
         assert deny["podSelector"] == {} and sorted(deny["policyTypes"]) == ["Egress", "Ingress"]
         for name, template in templates(docs):
+            if name == "gateway":
+                continue  # admits PACS addresses (ipBlock): tests/deploy/test_gateway_deploy.py
             pod = template["metadata"]["labels"]
             where = (overlay, name)
             # From outside: the API from the ingress controller; /metrics from Prometheus,
@@ -858,7 +873,7 @@ def test_compose_worker_metrics(compose: dict[str, Any]) -> None:
     """The inference workers serve metrics on the compose network, not on the host."""
     svc = compose["services"]
     for name, s in svc.items():
-        metrics = name.startswith("worker-")
+        metrics = name in ("worker-cpu", "worker-gpu")
         assert s.get("expose", []) == ([str(WORKER_METRICS_PORT)] if metrics else []), name
         env = s.get("environment", {})
         assert ("MEDIMG_WORKER_METRICS_PORT" in env) == metrics, name
@@ -882,12 +897,12 @@ def test_compose_health_and_ordering(compose: dict[str, Any]) -> None:
             assert s["healthcheck"]["test"], name
             assert s["restart"] == "unless-stopped", name
     assert completed == {"migrate"}
-    for name in ("api", "worker-cpu", "worker-gpu", "trainer", "trainer-gpu"):
+    for name in ("api", "worker-cpu", "worker-gpu", "worker-datasets", "trainer", "trainer-gpu"):
         deps = svc[name]["depends_on"]
         assert deps["migrate"]["condition"] == "service_completed_successfully", name
         assert deps["redis"]["condition"] == "service_healthy", name
     assert svc["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
-    for name in ("worker-cpu", "worker-gpu", "trainer", "trainer-gpu"):
+    for name in ("worker-cpu", "worker-gpu", "worker-datasets", "trainer", "trainer-gpu"):
         queue = celery_node(py(expected_services()[name].argv))
         test = svc[name]["healthcheck"]["test"]
         assert test[0] == "CMD", name
@@ -917,6 +932,7 @@ def test_compose_images_volumes_and_env(compose: dict[str, Any]) -> None:
         "migrate": "api",
         "api": "api",
         "worker-cpu": "cpu",
+        "worker-datasets": "cpu",
         "trainer": "cpu",
         "worker-gpu": "cuda",
         "trainer-gpu": "cuda",
@@ -1023,7 +1039,10 @@ def test_compose_defaults_and_k8s_config_match_the_example(
             assert refs[key]["name"].startswith("medimg-api-secrets"), (overlay, key)
         for name, pod in workloads(docs):
             if name != "api":
-                assert not API_SECRETS & {e["name"] for e in pod["containers"][0].get("env", [])}
+                # The gateway de-identifies received studies with the API's salt, nothing more.
+                allowed = {"MEDIMG_DEIDENTIFY_UID_SALT"} if name == "gateway" else set()
+                env = {e["name"] for e in pod["containers"][0].get("env", [])}
+                assert not (API_SECRETS - allowed) & env, (overlay, name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1095,6 +1114,58 @@ def test_k8s_only_the_api_reaches_callback_receivers(
                 assert not egress_allows(policies, pod, ip, 80), (where, ip)
             for ip in NOT_PUBLIC:
                 assert not egress_allows(policies, pod, ip, 443), (where, ip)
+
+
+WORKER_PODS = {"worker-cpu", "worker-gpu", "worker-datasets", "trainer", "trainer-gpu"}
+PRIVATE_DATABASE = "10.20.30.40"  # a managed PostgreSQL/Redis private endpoint
+
+
+def test_k8s_prod_workers_reach_only_the_database_and_redis(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    """Workers and trainers run tenant archives, patterns and weights: in prod they may open
+    PostgreSQL and Redis on private addresses, and nothing else (no internet, no metadata
+    service); the store is a kubelet-mounted volume and needs no egress."""
+    checked = 0
+    for overlay, docs in rendered.items():
+        if not overlay.startswith("prod"):
+            continue  # dev: the in-cluster servers, selected by pod labels
+        policies = objects(docs, "NetworkPolicy")
+        for name, template in templates(docs):
+            if name not in WORKER_PODS:
+                continue
+            pod, where = template["metadata"]["labels"], (overlay, name)
+            for port in (5432, 6379, 6380):
+                assert egress_allows(policies, pod, PRIVATE_DATABASE, port), (where, port)
+                for ip in PUBLIC + NOT_PUBLIC[:2]:  # internet, cloud metadata
+                    assert not egress_allows(policies, pod, ip, port), (where, ip, port)
+            for port in (22, 80, 443, 2049, 8080, 11112):
+                assert not egress_allows(policies, pod, PRIVATE_DATABASE, port), (where, port)
+            checked += 1
+    assert checked >= 5 * 4
+
+
+def test_dataset_imports_have_their_own_worker(
+    rendered: dict[str, list[dict[str, Any]]], compose: dict[str, Any]
+) -> None:
+    """Imports (`datasets` queue) never share the inference workers' processes."""
+    from api import enqueue
+
+    assert "queue=Queue.DATASETS" in Path(enqueue.__file__).read_text()
+
+    def queues(argv: list[str]) -> list[str]:
+        return argv[argv.index("-Q") + 1].split(",") if "-Q" in argv else []
+
+    compose_queues = {n: queues(s.get("command", [])) for n, s in compose["services"].items()}
+    assert compose_queues["worker-datasets"] == ["datasets"]
+    assert [n for n, q in compose_queues.items() if "datasets" in q] == ["worker-datasets"]
+    for overlay, docs in rendered.items():
+        consumers = {
+            name: queues(pod["containers"][0].get("command", [])) for name, pod in workloads(docs)
+        }
+        assert consumers["worker-datasets"] == ["datasets"], overlay
+        assert [n for n, q in consumers.items() if "datasets" in q] == ["worker-datasets"]
+        assert consumers["worker-cpu"] == ["cpu"], overlay
 
 
 def test_k8s_trainers_have_room_to_train(rendered: dict[str, list[dict[str, Any]]]) -> None:

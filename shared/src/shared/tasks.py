@@ -10,7 +10,7 @@ from enum import StrEnum
 
 class TaskName(StrEnum):
     INFER = "worker.infer"
-    # Dataset import decodes and hashes images (no torch): short work for the cpu queue.
+    # Dataset import decodes and hashes images (no torch) on the `datasets` queue.
     IMPORT_DATASET = "worker.import_dataset"
     # Accuracy guard of a version's runtime plans (issue 14): cpu queue, minutes at most.
     GUARD_PLANS = "worker.guard_plans"
@@ -21,3 +21,6 @@ class Queue(StrEnum):
     CPU = "cpu"
     GPU = "gpu"
     TRAIN = "train"
+    # Dataset imports, consumed by their own worker: one tenant's 8 GiB zip (or a slow
+    # pattern) holds an import process, never the inference processes every tenant shares.
+    DATASETS = "datasets"

@@ -65,12 +65,12 @@ async def submit_inference(
 
 
 async def submit_dataset_import(celery: Celery, *, version_id: uuid.UUID) -> None:
-    """Send a dataset version's import task to the cpu queue (torch-free work)."""
+    """Send a dataset version's import task to the `datasets` queue (its own worker)."""
     await _send(
         celery,
         TaskName.IMPORT_DATASET,
         {"version_id": str(version_id)},
-        queue=Queue.CPU,
+        queue=Queue.DATASETS,
         what="import",
         retry_hint="Upload again shortly.",
     )

@@ -61,6 +61,11 @@ def worker(
     )  # fmt: skip
 
 
+def dataset_worker(concurrency: int = 1) -> Service:
+    """The worker of the `datasets` queue: imports never take an inference process."""
+    return worker("datasets", concurrency)
+
+
 def trainer() -> Service:
     return Service(
         "trainer",

@@ -116,6 +116,7 @@ class Stack:
             self.admin_key = self._first_admin_key()
             self.spawn(services.api(cfg.api_host, cfg.api_port))
             self.spawn(services.worker("cpu", cfg.worker_concurrency, cfg.worker_metrics_port))
+            self.spawn(services.dataset_worker())
             if cfg.with_trainer:
                 self.spawn(services.trainer())
             if cfg.dicom_port:
@@ -189,7 +190,7 @@ class Stack:
     def wait_ready(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         self._wait(lambda: self._http_ok("/readyz"), deadline, "the API to become ready")
-        names = ["cpu"] + (["train"] if self.config.with_trainer else [])
+        names = ["cpu", "datasets"] + (["train"] if self.config.with_trainer else [])
         self._wait(lambda: self._workers_answer(names), deadline, "the workers to start")
         if self.config.dicom_port:
             url = f"http://127.0.0.1:{self.config.gateway_http_port}/healthz"
