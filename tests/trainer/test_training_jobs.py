@@ -84,6 +84,14 @@ def test_train_register_and_serve(client: httpx.Client, dataset_version: str) ->
         params={"epochs": 2},
     )
     assert job["status"] == "queued" and job["monitor"] == "auroc"
+    # The recipe says who chose each value: the caller's win, the rest are derived with a reason.
+    recipe = {e["field"]: e for e in job["recipe"]["entries"]}
+    assert recipe["epochs"]["source"] == "caller" and job["params"]["epochs"] == 2
+    assert recipe["image_size"]["source"] == "caller" and job["params"]["image_size"] == 32
+    assert recipe["patience"]["source"] == "derived" and job["params"]["patience"] == 5
+    assert "a quarter of 2 epochs" in recipe["patience"]["reason"]
+    assert recipe["class_weights"]["source"] == "derived"
+    assert job["recipe"]["fingerprint"]["images_per_split"]["train"] > 0
     job = wait_training(client, job["id"])
     assert job["status"] == "succeeded", job["error"]
     assert [e["epoch"] for e in job["epochs"]] == [1, 2]
