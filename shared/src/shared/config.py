@@ -132,6 +132,10 @@ class Settings(BaseSettings):
     deidentify_uploads: bool = True
     # Mixed into replacement UIDs (2.25.<hash>): set it so original UIDs cannot be guessed back.
     deidentify_uid_salt: SecretStr = SecretStr("")
+    # DICOM declaring BurnedInAnnotation = YES (text in the pixels, which de-identification
+    # cannot remove): refuse (422 at upload, a per-file problem in a dataset import), flag
+    # (stored, `burned_in_annotation: true` on the job image / dataset item) or allow.
+    deidentify_burned_in: Literal["refuse", "flag", "allow"] = "flag"
 
     @field_validator(
         "callback_allowed_hosts", "callback_blocked_cidrs", "dicomweb_allowed_hosts", mode="before"

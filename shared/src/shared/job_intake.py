@@ -38,6 +38,7 @@ class StoredImage:
     size_bytes: int
     sha256: str
     storage_key: str
+    burned_in_annotation: bool = False  # DICOM declaring text in its pixels (policy: flag)
 
 
 def check_params(version: ModelVersion, params: JobParams) -> None:

@@ -76,4 +76,5 @@ def item_public(item: DatasetItem) -> DatasetItemPublic:
         label=item.label,
         boxes=item.boxes,
         group_id=item.group_id,
+        burned_in_annotation=item.burned_in_annotation,
     )

@@ -16,7 +16,8 @@ from api.crud.jobs import StoredImage
 from shared.config import Settings
 from shared.errors import AppError, InvalidImage, InvalidRequest, PayloadTooLarge
 from shared.imaging.decode import probe_image
-from shared.imaging.deid import deidentify
+from shared.imaging.deid import Deidentified, deidentify
+from shared.imaging.strip_metadata import strip_metadata
 from shared.storage import BlobStore
 
 SUFFIX = {"png": ".png", "jpeg": ".jpg", "dicom": ".dcm"}
@@ -38,10 +39,12 @@ async def _read_limited(upload: UploadFile, limit: int) -> bytes:
     return data
 
 
-def _deidentify(data: bytes, settings: Settings) -> bytes:
+def _deidentify(data: bytes, settings: Settings) -> Deidentified:
     salt = settings.uid_salt()
     try:
-        return deidentify(data, uid_salt=salt).data
+        return deidentify(data, uid_salt=salt, burned_in_policy=settings.deidentify_burned_in)
+    except AppError:
+        raise
     except Exception as exc:  # pydicom cannot rewrite a header it could read
         raise InvalidImage(f"the DICOM header could not be de-identified: {exc}") from exc
 
@@ -60,25 +63,29 @@ async def store_uploads(
         raise PayloadTooLarge(
             f"{len(files)} files sent; a job takes at most {settings.max_files_per_job}"
         )
-    accepted: list[tuple[UploadFile, bytes, str]] = []
+    accepted: list[tuple[UploadFile, bytes, str, bool]] = []
     rejected: list[_Rejected] = []
     for index, upload in enumerate(files):
         name = upload.filename or f"file-{index}"
+        burned_in = False
         try:
             data = await _read_limited(upload, settings.max_file_bytes)
             if not data:
                 raise InvalidRequest(f"file {name!r} is empty")
             info = await run_in_threadpool(probe_image, data, max_pixels=settings.max_image_pixels)
             if info.format == "dicom" and settings.deidentify_uploads:
-                data = await run_in_threadpool(_deidentify, data, settings)
+                result = await run_in_threadpool(_deidentify, data, settings)
+                data, burned_in = result.data, result.burned_in
+            elif settings.deidentify_uploads:  # EXIF / text chunks, pixels copied as they are
+                data = await run_in_threadpool(strip_metadata, data, info.format)
         except AppError as exc:
             rejected.append(_Rejected(index, name, exc))
             continue
-        accepted.append((upload, data, info.format))
+        accepted.append((upload, data, info.format, burned_in))
     if rejected:
         _raise_rejected(rejected)
     stored = []
-    for upload, data, fmt in accepted:
+    for upload, data, fmt, burned_in in accepted:
         key, digest = await run_in_threadpool(_store, store, data, fmt)
         stored.append(
             StoredImage(
@@ -88,6 +95,7 @@ async def store_uploads(
                 size_bytes=len(data),
                 sha256=digest,
                 storage_key=key,
+                burned_in_annotation=burned_in and settings.deidentify_burned_in == "flag",
             )
         )
     return stored

@@ -78,6 +78,7 @@ def image_public(image: JobImage) -> ImagePublic:
         error=_problem(image.error_type, image.error_detail),
         latency_ms=image.latency_ms,
         finished_at=image.finished_at,
+        burned_in_annotation=image.burned_in_annotation,
     )
 
 

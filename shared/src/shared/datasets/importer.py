@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -24,10 +25,13 @@ from shared.datasets.safezip import SafeArchive, ZipLimits, open_archive
 from shared.db.base import utcnow
 from shared.db.models import Dataset, DatasetItem, DatasetStatus, DatasetVersion
 from shared.errors import AppError, InvalidDataset
-from shared.imaging.deid import deidentify
+from shared.imaging.deid import Deidentified, deidentify
+from shared.imaging.strip_metadata import strip_metadata
+from shared.pseudonyms import pseudonym
 from shared.storage import BlobStore
 
 log = logging.getLogger(__name__)
+BURNED_IN = "burned_in_annotation"  # Record.extra key: DICOM declaring text in its pixels
 MAX_STORED_PROBLEMS = 1000
 _PROGRESS_EVERY_S = 0.5
 SUFFIX = {"png": ".png", "jpeg": ".jpg", "dicom": ".dcm"}
@@ -108,7 +112,15 @@ def _read_all(
                 cleaned = _deidentified(data, settings, entry.path, problems)
                 if cleaned is None:
                     continue
-                data = cleaned
+                data = cleaned.data
+                if cleaned.burned_in and settings.deidentify_burned_in == "flag":
+                    record.extra[BURNED_IN] = "YES"
+            elif settings.deidentify_uploads:  # EXIF / PNG text chunks; pixels as they are
+                try:
+                    data = strip_metadata(data, record.format)
+                except AppError as exc:
+                    problems.append({"file": entry.path, "problem": exc.detail})
+                    continue
             record.storage_key, record.sha256 = store.put(
                 data, prefix="images", suffix=SUFFIX.get(record.format, "")
             )
@@ -119,12 +131,74 @@ def _read_all(
 
 def _deidentified(
     data: bytes, settings: Settings, path: str, problems: list[dict[str, str]]
-) -> bytes | None:
+) -> Deidentified | None:
     try:
-        return deidentify(data, uid_salt=settings.uid_salt()).data
+        return deidentify(
+            data, uid_salt=settings.uid_salt(), burned_in_policy=settings.deidentify_burned_in
+        )
+    except AppError as exc:  # refused by policy (burned-in annotation)
+        problems.append({"file": path, "problem": exc.detail})
     except Exception as exc:  # noqa: BLE001  (pydicom cannot rewrite a header it read)
         problems.append({"file": path, "problem": f"cannot be de-identified: {exc}"})
-        return None
+    return None
+
+
+def opaque_path(path: str, secret: bytes, keep: Collection[str] = ()) -> str:
+    """A member path (whose folders and file names may carry MRNs) with every component
+    replaced by a stable HMAC pseudonym, except the class labels in `keep`; the file
+    extension is kept.
+
+    The same component and secret always give the same name, so items of two versions
+    line up and folder structure survives; names cannot be turned back without the secret.
+    """
+    *folders, name = path.split("/")
+    stem, dot, ext = name.rpartition(".")
+    if not stem:  # no extension (or a dot-file): the whole name is the stem
+        stem, dot, ext = name, "", ""
+    parts = [f if f in keep else pseudonym("dir", f, secret)[4:20] for f in folders]
+    return "/".join([*parts, pseudonym("file", stem, secret) + dot + ext.lower()[:15]])
+
+
+def _opaque_problems(
+    entries: list[dict[str, Any]], paths: list[str], secret: bytes, keep: Collection[str]
+) -> list[dict[str, Any]]:
+    """Notes and dropped duplicates of a ready version, with member paths made opaque."""
+    longest_first = sorted(set(paths), key=len, reverse=True)
+    out = []
+    for entry in entries:
+        cleaned = {}
+        for key, value in entry.items():
+            if isinstance(value, str):
+                for path in longest_first:
+                    value = value.replace(path, opaque_path(path, secret, keep))
+            cleaned[key] = value
+        out.append(cleaned)
+    return out
+
+
+def _drop_upload(sessions: sessionmaker[Session], store: BlobStore, version_id: uuid.UUID) -> None:
+    """Delete the raw upload once its version is final: only de-identified blobs remain.
+
+    The zip holds the members as sent (names, ids, un-de-identified DICOM). A version that is
+    ready or failed never reads it again (a redelivered task stops at the status check), so
+    it goes now; a re-import means uploading again. Blobs are content-addressed, so another
+    version still importing the same bytes keeps it (that import deletes it when it ends).
+    """
+    with sessions() as session:
+        key = session.scalar(
+            select(DatasetVersion.upload_key).where(DatasetVersion.id == version_id)
+        )
+        busy = session.scalar(
+            select(DatasetVersion.id)
+            .where(
+                DatasetVersion.upload_key == key,
+                DatasetVersion.status == DatasetStatus.IMPORTING,
+                DatasetVersion.id != version_id,
+            )
+            .limit(1)
+        )
+    if key and busy is None:
+        store.path(key).unlink(missing_ok=True)
 
 
 def _read_mask(
@@ -234,8 +308,11 @@ def _build(
     if problems:
         raise _Failed(problems)
     stats = rec.compute_stats(records, assigned, task, labels)
-    stats["notes"] = parsed.notes[:MAX_STORED_PROBLEMS]
-    stats["dropped_duplicates"] = dropped[:MAX_STORED_PROBLEMS]
+    paths = [e.path for e in parsed.entries]
+    secret = settings.uid_salt()
+    notes, dropped = parsed.notes[:MAX_STORED_PROBLEMS], dropped[:MAX_STORED_PROBLEMS]
+    stats["notes"] = _opaque_problems(notes, paths, secret, labels)
+    stats["dropped_duplicates"] = _opaque_problems(dropped, paths, secret, labels)
     return records, assigned, spec, labels, stats
 
 
@@ -253,12 +330,14 @@ def _write(
     spec: dict[str, Any],
     labels: list[str],
     stats: dict[str, Any],
+    *,
+    secret: bytes,
 ) -> None:
     rows = [
         {
             "dataset_version_id": version_id,
             "split": split,
-            "path": r.path,
+            "path": opaque_path(r.path, secret, labels),
             "storage_key": r.storage_key,
             "sha256": r.sha256,
             "format": r.format,
@@ -268,6 +347,7 @@ def _write(
             "boxes": r.boxes,
             "mask_key": r.mask.key if r.mask else None,
             "group_id": r.group[:128] if r.group else None,
+            "burned_in_annotation": r.extra.get(BURNED_IN) == "YES",
         }
         for r, split in zip(records, assigned, strict=True)
     ]
@@ -311,9 +391,11 @@ def run_import(
     except _Failed as failed:
         log.info("dataset import failed validation", extra={"problems": len(failed.problems)})
         _fail(sessions, version_id, _invalid(failed.problems), failed.problems)
+        _drop_upload(sessions, store, version_id)
         return
     except AppError as exc:
         _fail(sessions, version_id, exc, [{"file": "(archive)", "problem": exc.detail}])
         return
     progress("writing", len(built[0]), len(built[0]), force=True)
-    _write(sessions, version_id, *built)
+    _write(sessions, version_id, *built, secret=settings.uid_salt())
+    _drop_upload(sessions, store, version_id)

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     FetchedValue,
@@ -231,6 +232,8 @@ class JobImage(UUIDPrimaryKey, Base):
     error_detail: Mapped[str | None] = mapped_column(Text)
     latency_ms: Mapped[float | None] = mapped_column(Float)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # DICOM BurnedInAnnotation = YES: text (perhaps names) may remain in the pixels.
+    burned_in_annotation: Mapped[bool] = mapped_column(Boolean, default=False)
 
     job: Mapped[Job] = relationship(back_populates="images")
 
@@ -342,6 +345,8 @@ class DatasetItem(UUIDPrimaryKey, Base):
     group_id: Mapped[str | None] = mapped_column(String(128))
     # Segmentation: blob key of the label map (8-bit PNG, pixel = class id, 0 = background).
     mask_key: Mapped[str | None] = mapped_column(String(255))
+    # DICOM BurnedInAnnotation = YES: text (perhaps names) may remain in the pixels.
+    burned_in_annotation: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class TrainingJob(UUIDPrimaryKey, CreatedAt, Base):

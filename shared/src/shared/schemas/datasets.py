@@ -82,6 +82,9 @@ class DatasetItemPublic(BaseModel):
     label: str | None = None
     boxes: list[dict[str, Any]] | None = None
     group_id: str | None = None
+    burned_in_annotation: bool = Field(
+        False, description="DICOM BurnedInAnnotation = YES: text may remain in the pixels"
+    )
 
 
 class DatasetItemsPublic(BaseModel):

@@ -91,6 +91,9 @@ class ImagePublic(BaseModel):
     error: ProblemRef | None = None
     latency_ms: float | None = Field(None, description="Decode + preprocess + model time")
     finished_at: datetime | None = None
+    burned_in_annotation: bool = Field(
+        False, description="DICOM BurnedInAnnotation = YES: text may remain in the pixels"
+    )
 
 
 class ModelRefPublic(BaseModel):
