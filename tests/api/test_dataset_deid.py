@@ -4,11 +4,13 @@ deleted after import; the database and the blob store are searched for the origi
 
 from __future__ import annotations
 
+import json
 from io import BytesIO
 from pathlib import Path
 
 import numpy as np
 import pydicom
+import pytest
 from PIL import Image, PngImagePlugin
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -198,3 +200,42 @@ def test_png_jpeg_members_lose_text_and_group_pattern_captures_are_pseudonyms(
         )
         with Image.open(BytesIO(originals[source])) as before, Image.open(store / key) as after:
             np.testing.assert_array_equal(np.asarray(before), np.asarray(after))  # not re-encoded
+
+
+def _annotated(fmt: str, patients: list[str]) -> bytes:
+    """An RSNA-style CSV or a COCO file naming each image's patient, PNGs named by patient."""
+    files = {f"images/{mrn}.png": _png(300 + n) for n, mrn in enumerate(patients)}
+    if fmt == "rsna":
+        rows = ["patientId,x,y,width,height,Target"]
+        rows += [f"{mrn},2,3,10,12,1" for mrn in patients]
+        files["stage_2_train_labels.csv"] = "\n".join(rows).encode()
+    else:
+        coco = {
+            "images": [
+                {"id": n, "file_name": f"{mrn}.png", "width": 28, "height": 28, "patient_id": mrn}
+                for n, mrn in enumerate(patients)
+            ],
+            "annotations": [
+                {"id": n, "image_id": n, "category_id": 1, "bbox": [2, 3, 10, 12]}
+                for n in range(len(patients))
+            ],
+            "categories": [{"id": 1, "name": "opacity"}],
+        }
+        files["annotations.json"] = json.dumps(coco).encode()
+    return _zip(list(files.items()))
+
+
+@pytest.mark.parametrize("fmt", ["rsna", "coco"])
+def test_patient_ids_of_rsna_and_coco_files_are_only_pseudonyms(
+    fmt: str, stack: Stack, make_key: KeyFactory, db: sessionmaker[Session]
+) -> None:
+    patients = [f"MRN{'55' if fmt == 'rsna' else '66'}4410{p:02d}" for p in range(12)]
+    with client_for(stack, make_key(tenant=f"deid-{fmt}", scopes=("train",))) as client:
+        version = imported(client, _annotated(fmt, patients), fmt)
+        assert version["status"] == "ready", (version["error_detail"], version["errors"])
+        assert version["source_format"] == fmt
+        items = all_items(client, version)
+    assert len({i["group_id"] for i in items}) == 12
+    for needle in patients:
+        assert _rows_containing(db, needle) == {}, needle
+    assert _blobs_containing(stack, patients) == {}
