@@ -230,9 +230,16 @@ class Intake:
             except AppError as exc:
                 log.info("instance %s left out: %s", path.name, exc.detail)
                 continue
+            burned_in = False
             if self.settings.deidentify_uploads:
+                policy = self.settings.deidentify_burned_in
+                try:
+                    result = deidentify(data, uid_salt=salt, burned_in_policy=policy)
+                except AppError as exc:  # burned-in annotation under policy `refuse`
+                    log.info("instance %s left out: %s", path.name, exc.detail)
+                    continue
                 capture(pydicom.dcmread(BytesIO(data), stop_before_pixels=True), salt, reid)
-                data = deidentify(data, uid_salt=salt).data
+                data, burned_in = result.data, result.burned_in and policy == "flag"
             key, digest = self.store.put(data, prefix="images", suffix=".dcm")
             images.append(
                 StoredImage(
@@ -242,6 +249,7 @@ class Intake:
                     size_bytes=len(data),
                     sha256=digest,
                     storage_key=key,
+                    burned_in_annotation=burned_in,
                 )
             )
         return images, reid
