@@ -395,6 +395,7 @@ def run_import(
         return
     except AppError as exc:
         _fail(sessions, version_id, exc, [{"file": "(archive)", "problem": exc.detail}])
+        _drop_upload(sessions, store, version_id)
         return
     progress("writing", len(built[0]), len(built[0]), force=True)
     _write(sessions, version_id, *built, secret=settings.uid_salt())

@@ -19,7 +19,7 @@ runs models on (CT, MR, CR/DX, US, SC...) carry these attributes as Type 3: ``X/
 references with their UIDs replaced, so derived objects still point at their sources.
 
 Beyond the table: every remaining PN, DA, DT or TM element not marked K is removed, at any
-depth of nesting; any other UID outside the DICOM root that names an instance is replaced;
+depth of nesting, and so is any element of unknown VR (UN: its content cannot be judged); any other UID outside the DICOM root that names an instance is replaced;
 private tags, curves and overlays go; file meta is rewritten (Media Storage SOP Instance UID
 follows the new SOP Instance UID, our implementation UID and version name, no source/sending
 AE titles). Pixel data is not touched: the stored file decodes to the same pixels. Burned-in
@@ -259,7 +259,7 @@ def _fallback(ds: Dataset, elem: DataElement, ctx: _Context, dummy: bool) -> Non
     """Elements the table does not name."""
     if elem.tag.element == 0 or elem.tag.group in (0xFFFA, 0xFFFC):  # group lengths, padding
         del ds[elem.tag]
-    elif elem.VR in _FALLBACK_REMOVED_VRS:
+    elif elem.VR in _FALLBACK_REMOVED_VRS or elem.VR == "UN":  # UN: content unknowable
         del ds[elem.tag]
     elif elem.VR == "UI":
         if not _kept_uid(elem.keyword):
