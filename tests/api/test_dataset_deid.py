@@ -239,3 +239,21 @@ def test_patient_ids_of_rsna_and_coco_files_are_only_pseudonyms(
     for needle in patients:
         assert _rows_containing(db, needle) == {}, needle
     assert _blobs_containing(stack, patients) == {}
+
+
+def test_raw_upload_is_deleted_when_the_import_fails(
+    stack: Stack, make_key: KeyFactory, db: sessionmaker[Session]
+) -> None:
+    entries = [(f"Task001_bad/rawdata/normal/MRN9911{n:02d}.png", _png(400 + n)) for n in range(4)]
+    entries.append(("Task001_bad/rawdata/pneumonia/MRN991199.png", b"\x89PNG\r\n\x1a\nbroken"))
+    with client_for(stack, make_key(tenant="deid-failed", scopes=("train",))) as client:
+        version = imported(client, _zip(entries), "bad")
+    assert version["status"] == "failed"
+    with db() as session:
+        key = session.scalar(
+            select(DatasetVersion.upload_key).where(
+                DatasetVersion.dataset_id == version["dataset_id"],
+                DatasetVersion.version == version["version"],
+            )
+        )
+    assert key and not (stack.config.data_dir / "store" / key).exists()
