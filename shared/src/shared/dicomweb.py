@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import requests
 from dicomweb_client import DICOMwebClient
 
-from shared.callbacks.policy import resolve
+from shared.callbacks.policy import embedded_ipv4, resolve
 from shared.config import Settings
 from shared.db.dicom_models import PacsAuth, PacsEndpoint
 from shared.errors import InvalidRequest
@@ -57,6 +57,9 @@ class HostPolicy:
         address = ipaddress.ip_address(text.split("%", 1)[0])
         if any(address in n for n in self.networks):
             return True
+        embedded = embedded_ipv4(address)
+        if embedded:  # NAT64/6to4/Teredo/mapped: judged as the IPv4 address reached
+            return all(self._address_ok(str(v4), named) for v4 in embedded)
         return named and not address.is_link_local and not address.is_multicast
 
 

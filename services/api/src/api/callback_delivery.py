@@ -33,12 +33,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.callbacks import (
     SIGNATURE_HEADER,
+    SIGNATURES_HEADER,
     TIMESTAMP_HEADER,
     CallbackPolicy,
     check_addresses,
     parse_callback_url,
     sign,
+    signature_header,
 )
+from shared.callbacks.tenants import TenantCallbackSettings, signing_secrets
 from shared.config import Settings
 from shared.db.base import utcnow
 from shared.db.models import CallbackDelivery, DeliveryStatus
@@ -53,6 +56,7 @@ _ERROR_CHARS = 500
 @dataclass(frozen=True)
 class Claimed:
     id: uuid.UUID
+    tenant_id: uuid.UUID
     owner_id: uuid.UUID
     url: str
     payload: dict[str, Any]
@@ -97,6 +101,7 @@ async def claim_due(
             )
             .returning(
                 CallbackDelivery.id,
+                CallbackDelivery.tenant_id,
                 CallbackDelivery.owner_id,
                 CallbackDelivery.url,
                 CallbackDelivery.payload,
@@ -109,18 +114,32 @@ async def claim_due(
 
 
 def body_of(item: Claimed, settings: Settings) -> bytes:
-    body = dict(item.payload, delivery_id=str(item.id))
+    # The tenant id is signed with the body: a receiver serving several tenants can tell
+    # whose callback it got, and one tenant's signature never vouches for another's body.
+    body = dict(item.payload, delivery_id=str(item.id), tenant_id=str(item.tenant_id))
     if settings.public_url:
         body["result_url"] = settings.public_url.rstrip("/") + item.payload["result_path"]
     return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
 
 
+async def tenant_settings(
+    sessionmaker: async_sessionmaker[AsyncSession], tenant_id: uuid.UUID
+) -> TenantCallbackSettings | None:
+    async with sessionmaker() as session:
+        return await session.get(TenantCallbackSettings, tenant_id)
+
+
 async def send(
-    client: httpx.AsyncClient, item: Claimed, policy: CallbackPolicy, settings: Settings
+    client: httpx.AsyncClient,
+    item: Claimed,
+    policy: CallbackPolicy,
+    settings: Settings,
+    tenant: TenantCallbackSettings | None = None,
 ) -> Outcome:
-    """One attempt: re-check the URL, resolve, POST to the checked address."""
+    """One attempt: re-check the URL (server and tenant allow-lists), resolve, POST to the
+    checked address, signed with the tenant's current (and, while rotating, previous) secret."""
     try:
-        target = parse_callback_url(item.url, policy)
+        target = parse_callback_url(item.url, policy, tenant.allowed_hosts if tenant else None)
     except AppError as exc:
         return Outcome(exc.detail, permanent=True)
     try:
@@ -135,12 +154,16 @@ async def send(
     body = body_of(item, settings)
     timestamp = int(time.time())
     assert settings.callback_secret is not None  # Settings refuses callbacks without one
+    secrets = signing_secrets(
+        settings.callback_secret.get_secret_value(), item.tenant_id, tenant, utcnow()
+    )
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "medimg-callbacks/1",
         "Host": httpx.URL(item.url).netloc.decode("ascii"),
         TIMESTAMP_HEADER: str(timestamp),
-        SIGNATURE_HEADER: sign(settings.callback_secret.get_secret_value(), timestamp, body),
+        SIGNATURE_HEADER: sign(secrets[0], timestamp, body),
+        SIGNATURES_HEADER: signature_header(secrets, timestamp, body),
     }
     pinned = httpx.URL(item.url).copy_with(host=str(address))
     extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
@@ -191,7 +214,12 @@ async def deliver(
     policy: CallbackPolicy,
     settings: Settings,
 ) -> None:
-    outcome = await send(client, item, policy, settings)
+    try:
+        tenant = await tenant_settings(sessionmaker, item.tenant_id)
+    except Exception as exc:  # database down: retried like a receiver that was down
+        outcome = Outcome(f"tenant callback settings unavailable: {type(exc).__name__}")
+    else:
+        outcome = await send(client, item, policy, settings, tenant)
     await record(sessionmaker, item, outcome, settings)
 
 

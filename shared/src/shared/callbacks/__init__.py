@@ -9,22 +9,35 @@ from shared.callbacks.policy import (
     CallbackPolicy,
     CallbackTarget,
     check_addresses,
+    embedded_ipv4,
     parse_callback_url,
     validate_callback_url,
 )
-from shared.callbacks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify
+from shared.callbacks.signing import (
+    SIGNATURE_HEADER,
+    SIGNATURES_HEADER,
+    TIMESTAMP_HEADER,
+    sign,
+    signature_header,
+    verify,
+    verify_header,
+)
 
 __all__ = [
     "SIGNATURE_HEADER",
+    "SIGNATURES_HEADER",
     "TIMESTAMP_HEADER",
     "CallbackPolicy",
     "CallbackTarget",
     "OwnerKind",
     "check_addresses",
+    "embedded_ipv4",
     "enqueue_callbacks",
     "enqueue_statement",
     "parse_callback_url",
     "sign",
+    "signature_header",
     "validate_callback_url",
     "verify",
+    "verify_header",
 ]

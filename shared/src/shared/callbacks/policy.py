@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from shared.callbacks.tenants import tenant_allows_host
 from shared.config import Settings
 from shared.errors import InvalidRequest
 
@@ -73,6 +74,13 @@ class CallbackPolicy:
             return True
         if any(address in n for n in self.blocked):
             return False
+        embedded = embedded_ipv4(address)
+        if embedded:
+            # The packet ends up at the IPv4 address: judge that one (NAT64 64:ff9b::a00:1
+            # is 10.0.0.1, and Python calls it global).
+            return all(self.allows_address(v4) for v4 in embedded)
+        if address in NAT64_LOCAL:
+            return False  # local-use NAT64 (RFC 8215): an operator's own translator
         return address.is_global and not address.is_multicast
 
 
@@ -82,6 +90,31 @@ class CallbackTarget:
     scheme: str
     host: str  # lower-case, no brackets
     port: int
+
+
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052 well-known prefix
+NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215 local use
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # deprecated ::a.b.c.d (RFC 4291)
+
+
+def embedded_ipv4(address: IPAddress) -> tuple[ipaddress.IPv4Address, ...]:
+    """The IPv4 address(es) an IPv6 address reaches through a translator or tunnel.
+
+    IPv4-mapped (::ffff:a.b.c.d), IPv4-compatible (::a.b.c.d), NAT64 (64:ff9b::/96),
+    6to4 (2002::/16) and Teredo (2001::/32: its server and its client). Empty for any other
+    address, and for IPv4 addresses.
+    """
+    if not isinstance(address, ipaddress.IPv6Address):
+        return ()
+    if address.ipv4_mapped is not None:
+        return (address.ipv4_mapped,)
+    if address in NAT64 or (address in _IPV4_COMPATIBLE and int(address) > 1):
+        return (ipaddress.IPv4Address(int(address) & 0xFFFFFFFF),)
+    if address.sixtofour is not None:
+        return (address.sixtofour,)
+    if address.teredo is not None:
+        return address.teredo
+    return ()
 
 
 def _network(entry: str) -> IPNetwork | None:
@@ -102,8 +135,13 @@ def _address(text: str) -> IPAddress | None:
     return address
 
 
-def parse_callback_url(url: str, policy: CallbackPolicy) -> CallbackTarget:
+def parse_callback_url(
+    url: str, policy: CallbackPolicy, tenant_hosts: Sequence[str] | None = None
+) -> CallbackTarget:
     """Check a callback URL's form and host against the policy (no DNS lookup).
+
+    `tenant_hosts` is the tenant's own allow-list (shared.callbacks.tenants), which narrows
+    the server's: the host must be on both.
 
     Raises:
         InvalidRequest: callbacks are off, or the URL is malformed or not allow-listed.
@@ -130,6 +168,10 @@ def parse_callback_url(url: str, policy: CallbackPolicy) -> CallbackTarget:
     if not policy.allows_host(host):
         raise InvalidRequest(
             f"`callback_url` host {host!r} is not in this server's callback allow-list"
+        )
+    if not tenant_allows_host(tenant_hosts, host):
+        raise InvalidRequest(
+            f"`callback_url` host {host!r} is not in this tenant's callback allow-list"
         )
     default_port = 443 if parts.scheme == "https" else 80
     return CallbackTarget(url, parts.scheme, host, port or default_port)
@@ -165,7 +207,9 @@ def resolve(host: str, port: int) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
-def validate_callback_url(url: str, settings: Settings) -> str:
+def validate_callback_url(
+    url: str, settings: Settings, tenant_hosts: Sequence[str] | None = None
+) -> str:
     """Check a client-supplied callback URL; use before storing it on a job.
 
     Blocking (resolves DNS): from async code, run it in a thread.
@@ -173,6 +217,7 @@ def validate_callback_url(url: str, settings: Settings) -> str:
     Args:
         url: the `callback_url` the client sent.
         settings: the server's settings (allow-list, http, blocked CIDRs).
+        tenant_hosts: the tenant's own allow-list, or None when it has none.
 
     Returns:
         The URL, unchanged.
@@ -181,6 +226,6 @@ def validate_callback_url(url: str, settings: Settings) -> str:
         InvalidRequest: callbacks are off, or the URL is not allowed (422).
     """
     policy = CallbackPolicy.from_settings(settings)
-    target = parse_callback_url(url.strip(), policy)
+    target = parse_callback_url(url.strip(), policy, tenant_hosts)
     check_addresses(target, resolve(target.host, target.port), policy)
     return target.url

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api import audit, views
 from api.auth import JobsRead, JobsWrite
+from api.crud import callback_settings as callback_crud
 from api.crud import jobs as crud
 from api.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
 from api.enqueue import submit_inference
@@ -100,7 +101,10 @@ async def create_job(
     version = await session.run_sync(resolve_model_version, model, principal.tenant_id)
     check_params(version, job_params)
     if callback_url is not None:  # resolves DNS: off the event loop
-        callback_url = await run_in_threadpool(validate_callback_url, callback_url, settings)
+        hosts = await callback_crud.allowed_hosts(session=session, tenant_id=principal.tenant_id)
+        callback_url = await run_in_threadpool(
+            validate_callback_url, callback_url, settings, hosts
+        )
     images = await store_uploads(files, settings=settings, store=store)
     job = crud.create_job(
         session=session,

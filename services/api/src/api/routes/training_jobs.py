@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from api import audit
 from api.auth import Principal, require
 from api.crud import artifacts as artifacts_crud
+from api.crud import callback_settings as callback_crud
 from api.crud import training_jobs as crud
 from api.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
 from api.enqueue import submit_training
@@ -119,7 +120,10 @@ async def create_training_job(
     """Train a model on a ready dataset version; poll the job, then use its model version."""
     callback_url = None
     if body.callback_url is not None:  # resolves DNS: off the event loop
-        callback_url = await run_in_threadpool(validate_callback_url, body.callback_url, settings)
+        hosts = await callback_crud.allowed_hosts(session=session, tenant_id=principal.tenant_id)
+        callback_url = await run_in_threadpool(
+            validate_callback_url, body.callback_url, settings, hosts
+        )
     job = await crud.create_training_job(
         session=session,
         tenant_id=principal.tenant_id,
