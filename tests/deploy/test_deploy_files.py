@@ -1096,7 +1096,19 @@ NOT_PUBLIC = [
     "::1",
     "fe80::1",
     "::ffff:10.0.0.1",  # IPv4-mapped private address
+    "::10.0.0.1",  # IPv4-compatible
+    # NAT64 and 6to4 forms of the metadata service, a pod range and loopback, and Teredo.
+    "64:ff9b::a9fe:a9fe",
+    "64:ff9b::a00:1",
+    "64:ff9b::7f00:1",
+    "64:ff9b:1::a00:1",
+    "2002:a9fe:a9fe::1",
+    "2002:c0a8:101::1",
+    "2002:ac11:1::1",
+    "2001:0:4136:e378:8000:63bf:f5ff:fffe",
 ]
+# Translated/tunnelled forms of public IPv4 addresses stay reachable for callbacks.
+PUBLIC += ["64:ff9b::808:808", "2002:808:808::1"]
 
 
 def test_k8s_only_the_api_reaches_callback_receivers(
