@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from defusedxml.ElementTree import parse as parse_xml
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
@@ -53,7 +53,8 @@ def read_voc(folder: Path, split: str, labels: Sequence[str]) -> list[DetectionI
     stems = (folder / "ImageSets" / "Main" / f"{split}.txt").read_text().split()
     items = []
     for stem in stems:
-        root = ET.parse(folder / "Annotations" / f"{stem}.xml").getroot()
+        # defusedxml: no DTDs or entities from a downloaded dataset's annotation files.
+        root = parse_xml(folder / "Annotations" / f"{stem}.xml", forbid_dtd=True).getroot()
         size = root.find("size")
         assert size is not None, f"{stem}.xml has no <size>"
         width, height = int(size.findtext("width", "0")), int(size.findtext("height", "0"))

@@ -9,6 +9,9 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import PurePosixPath
 
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring as safe_fromstring
+
 from shared.datasets.formats.base import SPLIT_NAMES, Box, Entry, ImageIndex, Parsed, Task
 from shared.datasets.safezip import SafeArchive
 
@@ -26,9 +29,13 @@ def _read_xml(archive: SafeArchive, name: str) -> ET.Element:
     data = archive.read(name, max_bytes=_MAX_XML_BYTES + 1)
     if len(data) > _MAX_XML_BYTES:
         raise ValueError("annotation file is larger than 4 MiB")
-    if b"<!ENTITY" in data:  # entity expansion (billion laughs) has no place in VOC files
-        raise ValueError("XML entity declarations are not accepted")
-    return ET.fromstring(data)
+    # defusedxml: no DTD at all (entity expansion, external entities: none has a place in
+    # a VOC file), whatever the encoding hides from a byte search.
+    try:
+        root: ET.Element = safe_fromstring(data, forbid_dtd=True)
+    except DefusedXmlException as exc:
+        raise ValueError(f"XML DTDs and entity declarations are not accepted ({exc})") from None
+    return root
 
 
 def _splits(archive: SafeArchive) -> dict[str, str]:
@@ -74,11 +81,12 @@ def parse(archive: SafeArchive) -> Parsed:
                 parsed.problem(xml_name, "an <object> lacks <name> or <bndbox>")
                 continue
             try:
-                coords = [_float(bndbox, t) for t in ("xmin", "ymin", "xmax", "ymax")]
+                x1, y1, x2, y2 = (_float(bndbox, t) for t in ("xmin", "ymin", "xmax", "ymax"))
             except ValueError as exc:
                 parsed.problem(xml_name, f"object {name!r}: {exc}")
                 continue
-            boxes.append(Box(name, *coords))
+            # Named, not *coords: a fifth value would silently become `relative`.
+            boxes.append(Box(name, x1, y1, x2, y2))
             labels.add(name)
         annotated.add(image)
         split = split_of.get(PurePosixPath(xml_name).stem) if split_of else None
