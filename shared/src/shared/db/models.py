@@ -314,6 +314,10 @@ class DatasetVersion(UUIDPrimaryKey, CreatedAt, Base):
     # Specific validation problems: [{"file", "problem"}].
     errors: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The import's lease (shared.leases), as on jobs: the reconciler re-sends a lost import.
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(255))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     dataset: Mapped[Dataset] = relationship(back_populates="versions")
 
