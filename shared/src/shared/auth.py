@@ -20,6 +20,8 @@ class Scope(StrEnum):
     TRAIN = "train"
     MODELS_ADMIN = "models:admin"
     ADMIN = "admin"
+    # Confirm or correct job results (issue 17): reviewers' feedback becomes training data.
+    REVIEW = "review"
     # The platform operator: every tenant's audit log, shared models, whole-tenant deletion.
     # Only ever granted explicitly (`medimg keys create --platform-operator`); `admin` is a
     # tenant administrator and never implies it.

@@ -20,6 +20,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from shared.db.base import utcnow
+from shared.db.learning_models import AliasChange
 from shared.db.models import Model, ModelAlias, ModelVersion
 from shared.errors import Conflict, InvalidRequest, ModelNotFound
 from shared.schemas.models import ModelCard
@@ -163,11 +164,21 @@ def set_alias(session: Session, version: ModelVersion, alias: str) -> None:
         .where(ModelAlias.model_id == version.model_id, ModelAlias.alias == alias)
         .with_for_update()
     )
+    previous = None if row is None else row.model_version_id
     if row is None:
         session.add(ModelAlias(model_id=version.model_id, alias=alias, model_version=version))
     else:
         row.model_version = version
         row.updated_at = utcnow()
+    if previous != version.id:  # the history rollback reads (shared.learning.promotion)
+        session.add(
+            AliasChange(
+                model_id=version.model_id,
+                alias=alias,
+                from_version_id=previous,
+                to_version_id=version.id,
+            )
+        )
     session.flush()
 
 

@@ -15,6 +15,8 @@ class TaskName(StrEnum):
     # Accuracy guard of a version's runtime plans (issue 14): cpu queue, minutes at most.
     GUARD_PLANS = "worker.guard_plans"
     FINE_TUNE = "trainer.fine_tune"
+    # Champion/challenger gate on a model line's locked test set (issue 17): train queue.
+    EVALUATE_CHALLENGER = "trainer.evaluate_challenger"
 
 
 class Queue(StrEnum):
