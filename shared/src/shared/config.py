@@ -71,6 +71,22 @@ class Settings(BaseSettings):
 
     # Per API key; a key's own rate_limit_per_minute overrides it. 0 turns limiting off.
     rate_limit_per_minute: int = 1200
+    # Failed authentications per client address (api.authn_gate): a token bucket of this
+    # size, refilled at this rate; beyond it 429 without a database look-up. 0 turns it off.
+    auth_failure_burst: int = 20
+    auth_failure_per_minute: float = 30.0
+    # A valid key's row is reused this long; revocations reach every API process at once
+    # (PostgreSQL NOTIFY), expiry is checked on every request. 0: no caching.
+    api_key_cache_seconds: float = 10.0
+    # Per-route request body limits (api.limits); other routes get max_request_bytes.
+    max_dataset_request_bytes: int = 2 * 1024 * 1024 * 1024
+    max_model_request_bytes: int = 520 * 1024 * 1024
+    max_json_request_bytes: int = 8 * 1024 * 1024
+    # Bearer token /metrics requires when set (Prometheus `authorization` in scrape configs).
+    metrics_token: SecretStr | None = None
+    # Strict-Transport-Security max-age, sent only on requests that arrived over TLS (scheme
+    # https, or X-Forwarded-Proto from a proxy uvicorn trusts: FORWARDED_ALLOW_IPS).
+    hsts_max_age_seconds: int = 63_072_000
 
     # The hardware class the training queue runs on: training recipes derive input size and
     # batch size from it when a job leaves them unset (fixed when the job is accepted).
@@ -121,6 +137,11 @@ class Settings(BaseSettings):
     # Replayable responses of Idempotency-Key requests are deleted after this.
     idempotency_ttl_hours: float = 24.0
     idempotency_cleanup_seconds: float = 600.0
+    # Blob deletion (shared.deletion): a blob written or re-used less than this long ago may
+    # belong to a row not committed yet, so deletions leave it to the orphan sweep, which
+    # removes blobs no row references once they are older than this.
+    blob_grace_seconds: float = 3600.0
+    orphan_sweep_seconds: float = 3600.0
 
     # DICOMweb PACS endpoints (shared.dicomweb_policy): hostnames, `*.domain` or IPs/CIDRs a
     # tenant may register, comma-separated; empty: none. Private addresses are fine (a PACS

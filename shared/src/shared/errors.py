@@ -51,6 +51,11 @@ class Unauthorized(AppError):
         super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="medimg"'})
 
 
+class KeyExpired(Unauthorized):
+    type = "key-expired"
+    title = "API key expired"
+
+
 class Forbidden(AppError):
     type = "forbidden"
     title = "Not allowed for this API key"

@@ -37,7 +37,7 @@ class BlobStore:
         digest = hashlib.sha256(data).hexdigest()
         key = f"{prefix}/{digest[:2]}/{digest}{suffix}"
         target = self.path(key)
-        if not target.exists():
+        if not self._touch(target):
             target.parent.mkdir(parents=True, exist_ok=True)
             # Write-then-rename: a crash never leaves a half-written blob under its final name.
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
@@ -45,6 +45,20 @@ class BlobStore:
                 fh.write(data)
             os.replace(tmp, target)
         return key, digest
+
+    @staticmethod
+    def _touch(target: Path) -> bool:
+        """Refresh an existing blob's mtime; False when there is none.
+
+        The mtime is when a blob was last written *or re-used*: shared.deletion leaves blobs
+        younger than its grace period alone, since the row that re-uses one may not be
+        committed yet. A blob renamed away by a deletion meanwhile counts as missing.
+        """
+        try:
+            os.utime(target)
+        except FileNotFoundError:
+            return False
+        return True
 
     def put_fileobj(self, source: BinaryIO, *, prefix: str, suffix: str = "") -> tuple[str, str]:
         """Like `put`, streaming from a file object (large uploads never sit in memory)."""

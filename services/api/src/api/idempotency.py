@@ -1,8 +1,11 @@
 """`Idempotency-Key` on POST: a retried request gets the first response, not a second job.
 
-Pure ASGI, in front of the routes. The first request with a (caller, key) pair claims a row
-in Postgres (unique constraint), runs, and stores its response; concurrent or later
-requests with the same pair wait for and replay it. The same key with a different request
+Pure ASGI, behind `api.authn_gate`: only authenticated requests get here with a principal,
+so an invalid key never buffers a body or writes a row. The caller is the (tenant, API key)
+pair the gate authenticated on *this* request: a replay is served only to a key that is
+still valid, unexpired and of the same tenant. The first request with a (caller, key) pair
+claims a row in Postgres (unique constraint), runs, and stores its response; concurrent or
+later requests with the same pair wait for and replay it. The same key with a different request
 is a client bug and answers 422. Responses that say "try again" (5xx, 401, 403, 429) are
 not stored, so the retry runs for real.
 """
@@ -19,6 +22,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.authn_gate import PRINCIPAL, Principal
 from api.problems import send_problem
 from shared.db.base import utcnow
 from shared.db.models import IdempotencyRecord
@@ -56,8 +60,8 @@ class IdempotencyMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = dict(scope.get("headers", ())) if scope["type"] == "http" else {}
         key = headers.get(b"idempotency-key")
-        auth = headers.get(b"authorization")
-        if scope["type"] != "http" or scope["method"] != "POST" or key is None or auth is None:
+        principal: Principal | None = scope.get(PRINCIPAL)
+        if scope["type"] != "http" or scope["method"] != "POST" or key is None or principal is None:
             await self.app(scope, receive, send)
             return
         key_text = key.decode("latin-1")
@@ -68,14 +72,19 @@ class IdempotencyMiddleware:
                 detail="Idempotency-Key must be 1-255 visible ASCII characters",
             )  # fmt: skip
             return
-        body, more = b"", True
+        # Chunks joined once: `+=` copies the whole body on every chunk (quadratic). The size
+        # is bounded by api.limits, which runs before this.
+        chunks: list[bytes] = []
+        more = True
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
-            body += message.get("body", b"")
+            chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
-        owner = hashlib.sha256(auth).hexdigest()
+        body = b"".join(chunks)
+        del chunks
+        owner = hashlib.sha256(f"{principal.tenant_id}:{principal.key_id}".encode()).hexdigest()
         sessions: async_sessionmaker[AsyncSession] = scope["app"].state.sessionmaker
         digest = fingerprint(scope, body)
         if await _claim(sessions, owner, key_text, digest):

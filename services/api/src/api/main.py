@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from api import callback_delivery, housekeeping, observability, openapi, reconciler
+from api.authn_gate import AuthnGateMiddleware
 from api.idempotency import IdempotencyMiddleware
 from api.limits import BodyLimitMiddleware
 from api.observability import RequestContextMiddleware
@@ -16,7 +17,9 @@ from api.problems import register_problem_handlers
 from api.routes import (
     artifacts,
     audit,
+    callback_settings,
     datasets,
+    deletion,
     dicom_nodes,
     health,
     jobs,
@@ -26,6 +29,7 @@ from api.routes import (
     training_jobs,
     web,
 )
+from api.security_headers import SecurityHeadersMiddleware
 from shared.config import Settings, get_settings
 from shared.db.session import make_async_engine, make_async_sessionmaker
 from shared.logs import configure_logging
@@ -62,6 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await app.state.redis.aclose()
         if getattr(app.state, "job_events", None) is not None:  # long-poll listener
             await app.state.job_events.close()
+        if getattr(app.state, "key_revocations", None) is not None:  # api.authn_gate
+            await app.state.key_revocations.close()
         await engine.dispose()
 
     configure_logging(settings.log_level, json_logs=settings.json_logs)
@@ -75,8 +81,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     register_problem_handlers(app)
+    # Innermost first. Authentication comes before anything reads a body (limits, idempotency).
     app.add_middleware(IdempotencyMiddleware)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(BodyLimitMiddleware, settings=settings)
+    app.add_middleware(AuthnGateMiddleware)
+    app.add_middleware(
+        SecurityHeadersMiddleware, hsts_max_age_seconds=settings.hsts_max_age_seconds
+    )
     app.add_middleware(RequestContextMiddleware)  # outermost: ids and metrics for everything
     app.include_router(health.router)
     app.include_router(observability.router)
@@ -87,8 +98,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(artifacts.router, prefix="/v1")
     app.include_router(models.router, prefix="/v1")
     app.include_router(audit.router, prefix="/v1")
+    app.include_router(callback_settings.router, prefix="/v1")
     app.include_router(me.router, prefix="/v1")
     app.include_router(previews.router, prefix="/v1")
+    app.include_router(deletion.router, prefix="/v1")
     web.install(app)  # the web app at /, /docs, /redoc, /static
     openapi.install(app)  # binary file parts, unique schema names (generated clients)
     return app

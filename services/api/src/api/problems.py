@@ -63,17 +63,25 @@ def problem(
 
 
 async def send_problem(
-    scope: Scope, send: Send, *, status: int, type_: str, title: str, detail: str
+    scope: Scope,
+    send: Send,
+    *,
+    status: int,
+    type_: str,
+    title: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
 ) -> None:
     """The same problem document from pure ASGI middleware (outside the route handlers)."""
     payload = json.dumps(
         problem_body(status=status, type_=type_, title=title, detail=detail, instance=scope["path"])
     ).encode()
-    headers = [
+    raw_headers = [
         (b"content-type", PROBLEM_JSON.encode()),
         (b"content-length", str(len(payload)).encode()),
+        *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()),
     ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
     await send({"type": "http.response.body", "body": payload})
 
 

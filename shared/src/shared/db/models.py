@@ -81,8 +81,13 @@ class Tenant(UUIDPrimaryKey, CreatedAt, Base):
     """A hospital, department or project: the unit of data isolation."""
 
     __tablename__ = "tenant"
+    __table_args__ = (
+        CheckConstraint("retention_days IS NULL OR retention_days >= 1", name="retention_days"),
+    )
 
     name: Mapped[str] = mapped_column(String(100), unique=True)
+    # Final jobs older than this many days are deleted by housekeeping; None: kept.
+    retention_days: Mapped[int | None] = mapped_column(Integer)
 
 
 class ApiKey(UUIDPrimaryKey, CreatedAt, Base):
