@@ -14,6 +14,7 @@ from api.idempotency import IdempotencyMiddleware
 from api.limits import BodyLimitMiddleware
 from api.observability import RequestContextMiddleware
 from api.problems import register_problem_handlers
+from api.read_audit import ReadAuditMiddleware
 from api.routes import (
     artifacts,
     audit,
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Innermost first. Authentication comes before anything reads a body (limits, idempotency).
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(BodyLimitMiddleware, settings=settings)
+    app.add_middleware(ReadAuditMiddleware)  # needs the principal the gate leaves
     app.add_middleware(AuthnGateMiddleware)
     app.add_middleware(
         SecurityHeadersMiddleware, hsts_max_age_seconds=settings.hsts_max_age_seconds

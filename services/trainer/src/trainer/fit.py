@@ -58,6 +58,8 @@ class Loop:
     train_epoch: Callable[[Callable[[int, float], None]], float]
     # One validation pass: (validation loss or None, metrics by name).
     validate: Callable[[], tuple[float | None, dict[str, float | None]]]
+    # Ends the run before the next epoch when true (e.g. a schedule's time budget is spent).
+    should_stop: Callable[[], bool] | None = None
 
 
 def fit(
@@ -89,6 +91,8 @@ def fit(
         )
     for epoch in range(state.epoch + 1, params.epochs + 1):
         if state.stale >= params.patience:
+            break
+        if loop.should_stop is not None and loop.should_stop():
             break
         start = time.perf_counter()
         lr = loop.optimizer.param_groups[0]["lr"]
