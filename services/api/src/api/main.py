@@ -22,6 +22,7 @@ from api.routes import (
     datasets,
     deletion,
     dicom_nodes,
+    fhir,
     health,
     jobs,
     me,
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(datasets.router, prefix="/v1")
     app.include_router(training_jobs.router, prefix="/v1")
     app.include_router(artifacts.router, prefix="/v1")
+    app.include_router(fhir.router, prefix="/v1")
     app.include_router(models.router, prefix="/v1")
     app.include_router(audit.router, prefix="/v1")
     app.include_router(callback_settings.router, prefix="/v1")
