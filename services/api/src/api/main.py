@@ -22,6 +22,7 @@ from api.routes import (
     datasets,
     deletion,
     dicom_nodes,
+    feedback,
     fhir,
     health,
     jobs,
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(observability.router)
     app.include_router(jobs.router, prefix="/v1")
+    app.include_router(feedback.router, prefix="/v1")
     app.include_router(dicom_nodes.router, prefix="/v1")
     app.include_router(datasets.router, prefix="/v1")
     app.include_router(training_jobs.router, prefix="/v1")

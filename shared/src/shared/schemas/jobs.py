@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.db.models import ImageStatus, JobStatus, Priority
+from shared.schemas.learning import FeedbackPublic
 
 
 class JobParams(BaseModel):
@@ -156,6 +157,9 @@ class JobPublic(JobSummary):
     callback: CallbackPublic | None = None
     dicom_deliveries: list[DicomDeliveryPublic] = Field(
         default_factory=list, description="jobs from a DICOM study: results per destination"
+    )
+    feedback: list[FeedbackPublic] = Field(
+        default_factory=list, description="Reviewers' confirmations and corrections, all revisions"
     )
 
 

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from api import audit, views
 from api.auth import JobsRead, JobsWrite
 from api.crud import callback_settings as callback_crud
+from api.crud import feedback as feedback_crud
 from api.crud import jobs as crud
 from api.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
 from api.enqueue import submit_inference
@@ -163,6 +164,7 @@ async def read_job(
     delivery = await crud.callback_delivery(session=session, job_id=job.id)
     public = views.job_public(job, delivery)
     public.dicom_deliveries = await job_deliveries(session, job)
+    public.feedback = await feedback_crud.list_feedback(session=session, job_id=job.id)
     return public
 
 
