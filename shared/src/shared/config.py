@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     job_lease_seconds: int = 120
     # Claims of one job (first run + redeliveries) before it fails as `attempts-exceeded`.
     max_attempts: int = 3
+    # The learning-loop scheduler (api.learning, issue 17): one leader per pass, like the
+    # reconciler; it fires retraining policies and stages and gates finished challengers.
+    learning_interval_seconds: float = 30
     # The reconciler (in the API) re-sends jobs the broker lost and fails expired ones.
     reconcile_interval_seconds: float = 30
     # A queued job younger than this is left alone: its message may still be in flight.
