@@ -71,6 +71,10 @@ class Settings(BaseSettings):
 
     # Per API key; a key's own rate_limit_per_minute overrides it. 0 turns limiting off.
     rate_limit_per_minute: int = 1200
+    # Per tenant (shared.job_quota): inference jobs queued or running at once, and of those
+    # `stat` ones; a tenant's own limits override these. 0 turns a quota off.
+    tenant_max_active_jobs: int = 10_000
+    tenant_max_active_stat_jobs: int = 100
     # Failed authentications per client address (api.authn_gate): a token bucket of this
     # size, refilled at this rate; beyond it 429 without a database look-up. 0 turns it off.
     auth_failure_burst: int = 20
@@ -151,6 +155,10 @@ class Settings(BaseSettings):
     # lives on the hospital network); plain http only when allowed.
     dicomweb_allowed_hosts: Annotated[list[str], NoDecode] = []
     dicomweb_allow_http: bool = False
+    # FHIR servers results are posted to (destinations of kind `fhir`, shared.fhir_results):
+    # same forms and rules as the DICOMweb list; empty: none may be registered.
+    fhir_allowed_hosts: Annotated[list[str], NoDecode] = []
+    fhir_allow_http: bool = False
 
     # Uploaded DICOM is de-identified (PS3.15 basic profile) before it is stored.
     deidentify_uploads: bool = True
@@ -162,7 +170,11 @@ class Settings(BaseSettings):
     deidentify_burned_in: Literal["refuse", "flag", "allow"] = "flag"
 
     @field_validator(
-        "callback_allowed_hosts", "callback_blocked_cidrs", "dicomweb_allowed_hosts", mode="before"
+        "callback_allowed_hosts",
+        "callback_blocked_cidrs",
+        "dicomweb_allowed_hosts",
+        "fhir_allowed_hosts",
+        mode="before",
     )
     @classmethod
     def _comma_list(cls, value: object) -> object:

@@ -37,8 +37,13 @@ class HostPolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HostPolicy:
+        return cls.from_entries(settings.dicomweb_allowed_hosts, settings.dicomweb_allow_http)
+
+    @classmethod
+    def from_entries(cls, entries: list[str], allow_http: bool) -> HostPolicy:
+        """A policy from allow-list entries (hostnames, `*.domain`, IPs or CIDRs)."""
         hostnames, wildcards, networks = set(), [], []
-        for entry in (e.strip().lower().rstrip(".") for e in settings.dicomweb_allowed_hosts):
+        for entry in (e.strip().lower().rstrip(".") for e in entries):
             try:
                 networks.append(ipaddress.ip_network(entry, strict=False))
             except ValueError:
@@ -46,9 +51,7 @@ class HostPolicy:
                     wildcards.append(entry[1:])
                 elif entry:
                     hostnames.add(entry)
-        return cls(
-            frozenset(hostnames), tuple(wildcards), tuple(networks), settings.dicomweb_allow_http
-        )
+        return cls(frozenset(hostnames), tuple(wildcards), tuple(networks), allow_http)
 
     def _named(self, host: str) -> bool:
         return host in self.hostnames or any(host.endswith(w) for w in self.wildcards)
@@ -73,11 +76,27 @@ def validate_pacs_url(url: str, settings: Settings) -> str:
         InvalidRequest: not http(s), credentials in the URL, or host/addresses not allowed.
     """
     policy = HostPolicy.from_settings(settings)
+    return validate_base_url(url, policy, what="PACS", setting="MEDIMG_DICOMWEB_ALLOWED_HOSTS")
+
+
+def validate_base_url(url: str, policy: HostPolicy, *, what: str, setting: str) -> str:
+    """Check a hospital-network base URL (a PACS, a FHIR server) against `policy`.
+
+    Args:
+        url: the base URL as given.
+        policy: the operator's allow-list for this kind of server.
+        what: the kind of server, for messages.
+        setting: the environment variable holding the allow-list, for messages.
+
+    Returns:
+        The URL without a trailing slash.
+
+    Raises:
+        InvalidRequest: not http(s), credentials in the URL, or host/addresses not allowed.
+    """
     url = url.strip().rstrip("/")
     if not (policy.hostnames or policy.wildcards or policy.networks):
-        raise InvalidRequest(
-            "no PACS may be registered: MEDIMG_DICOMWEB_ALLOWED_HOSTS is empty on this server"
-        )
+        raise InvalidRequest(f"no {what} may be registered: {setting} is empty on this server")
     if len(url) > MAX_URL_LENGTH:
         raise InvalidRequest(f"`base_url` is longer than {MAX_URL_LENGTH} characters")
     try:
@@ -97,8 +116,7 @@ def validate_pacs_url(url: str, settings: Settings) -> str:
         raise InvalidRequest(f"`base_url` host {host!r} does not resolve")
     if not all(policy._address_ok(a, named) for a in addresses):
         raise InvalidRequest(
-            f"`base_url` host {host!r} is not in this server's DICOMweb allow-list "
-            "(MEDIMG_DICOMWEB_ALLOWED_HOSTS)"
+            f"`base_url` host {host!r} is not in this server's {what} allow-list ({setting})"
         )
     return url
 

@@ -79,6 +79,8 @@ class Deliveries:
         destination = session.get(DicomDestination, _uuid(item.payload["destination_id"]))
         if destination is None:
             raise _Permanent("the destination was deleted")
+        if destination.kind == DestinationKind.FHIR:
+            return self._send_fhir(session, job, destination)
         from shared.dicom_results import build_job_objects  # the results side (highdicom)
 
         objects = build_job_objects(session, job_id=job.id, store=self.store)
@@ -94,6 +96,20 @@ class Deliveries:
                 raise _Permanent("the destination's PACS endpoint was deleted")
             return stow(endpoint, datasets)
         return c_store(destination, datasets, self.settings.dicom_ae_title)
+
+    def _send_fhir(self, session: Session, job: Job, destination: DicomDestination) -> Sent:
+        """The job's FHIR Bundle as a transaction (shared.fhir_results.post)."""
+        from shared.errors import InvalidRequest
+        from shared.fhir_results.post import FhirDeliveryError, post_transaction, transaction_for
+
+        bundle = transaction_for(session, job_id=job.id, store=self.store)
+        try:
+            post_transaction(destination, bundle, self.settings)
+        except FhirDeliveryError as exc:
+            raise DeliveryError(str(exc)) from exc
+        except InvalidRequest as exc:  # the host left the allow-list: no retry can help
+            raise _Permanent(exc.detail) from exc
+        return Sent([])
 
 
 class _Permanent(Exception):

@@ -47,6 +47,7 @@ class StudyStatus(StrEnum):
 class DestinationKind(StrEnum):
     STOW = "stow"  # DICOMweb STOW-RS to a registered PACS endpoint
     CSTORE = "cstore"  # DIMSE C-STORE to an AE
+    FHIR = "fhir"  # FHIR R4 transaction Bundle to a FHIR server (shared.fhir_results)
 
 
 class PacsAuth(StrEnum):
@@ -90,12 +91,14 @@ class PacsEndpoint(UUIDPrimaryKey, CreatedAt, Base):
 
 
 class DicomDestination(UUIDPrimaryKey, CreatedAt, Base):
-    """Where a tenant's results go: a PACS endpoint by STOW-RS, or an AE by C-STORE."""
+    """Where a tenant's results go: a PACS endpoint by STOW-RS, an AE by C-STORE, or a FHIR
+    server (the job's FHIR Bundle posted as a transaction)."""
 
     __tablename__ = "dicom_destination"
     __table_args__ = (
         UniqueConstraint("tenant_id", "name"),
         CheckConstraint(f"kind IN ({_in(DestinationKind)})", name="kind"),
+        CheckConstraint(f"auth IS NULL OR auth IN ({_in(PacsAuth)})", name="auth"),
     )
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id"))
@@ -105,6 +108,12 @@ class DicomDestination(UUIDPrimaryKey, CreatedAt, Base):
     ae_title: Mapped[str | None] = mapped_column(String(16))
     host: Mapped[str | None] = mapped_column(String(255))
     port: Mapped[int | None] = mapped_column(Integer)
+    # kind `fhir`: the server's base URL, credentials (never returned) and TLS verification.
+    base_url: Mapped[str | None] = mapped_column(Text)
+    auth: Mapped[str | None] = mapped_column(String(16))
+    username: Mapped[str | None] = mapped_column(String(255))
+    secret: Mapped[str | None] = mapped_column(Text)
+    verify_tls: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
 
 
 class RoutingRule(UUIDPrimaryKey, CreatedAt, Base):

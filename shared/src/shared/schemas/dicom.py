@@ -50,11 +50,20 @@ class PacsPublic(BaseModel):
 class DestinationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=64)
-    kind: Literal["stow", "cstore"]
+    kind: Literal["stow", "cstore", "fhir"]
     pacs: str | None = Field(None, description="stow: name of a registered PACS endpoint")
     ae_title: str | None = Field(None, min_length=1, max_length=16, pattern=AE_TITLE_PATTERN)
     host: str | None = Field(None, max_length=255)
     port: int | None = Field(None, ge=1, le=65535)
+    base_url: str | None = Field(
+        None,
+        max_length=2048,
+        description="fhir: the FHIR R4 server's base URL (host in MEDIMG_FHIR_ALLOWED_HOSTS)",
+    )
+    auth: Literal["none", "basic", "bearer"] = Field("none", description="fhir: credentials")
+    username: str | None = Field(None, max_length=255)
+    secret: str | None = Field(None, description="fhir: password or token; never returned")
+    verify_tls: bool = Field(True, description="fhir: verify the server's TLS certificate")
 
 
 class DestinationPublic(BaseModel):
@@ -65,6 +74,10 @@ class DestinationPublic(BaseModel):
     ae_title: str | None
     host: str | None
     port: int | None
+    base_url: str | None = None
+    auth: str | None = None
+    has_secret: bool = False
+    verify_tls: bool = True
     created_at: datetime
 
 

@@ -30,6 +30,7 @@ from shared.delivery import deliveries_for_job
 from shared.dicom_routing import validate_match
 from shared.dicomweb import validate_pacs_url
 from shared.errors import Conflict, InvalidRequest, NotFound
+from shared.fhir_results.post import validate_fhir_url
 from shared.job_intake import check_params
 from shared.registry import resolve_model_version
 from shared.schemas.dicom import (
@@ -198,22 +199,34 @@ def _destination(row: DicomDestination) -> DestinationPublic:
         ae_title=row.ae_title,
         host=row.host,
         port=row.port,
+        base_url=row.base_url,
+        auth=row.auth,
+        has_secret=bool(row.secret),
+        verify_tls=row.verify_tls,
         created_at=row.created_at,
     )
 
 
 @router.post("/destinations", status_code=201, response_model=DestinationPublic)
 async def create_destination(
-    body: DestinationCreate, principal: Admin, session: SessionDep
+    body: DestinationCreate, principal: Admin, session: SessionDep, settings: SettingsDep
 ) -> DestinationPublic:
-    """Where results go: `stow` to a registered PACS, or `cstore` to an AE (host, port)."""
-    pacs_id = None
+    """Where results go: `stow` to a registered PACS, `cstore` to an AE (host, port), or
+    `fhir` to a FHIR R4 server (base_url in MEDIMG_FHIR_ALLOWED_HOSTS; a transaction)."""
+    pacs_id, base_url = None, None
     if body.kind == DestinationKind.STOW:
         if not body.pacs:
             raise InvalidRequest("a stow destination names a registered `pacs`")
         pacs_id = (await _by_name(session, PacsEndpoint, principal.tenant_id, body.pacs)).id
+    elif body.kind == DestinationKind.FHIR:
+        if not body.base_url:
+            raise InvalidRequest("a fhir destination needs the server's `base_url`")
+        if body.auth != "none" and not body.secret:
+            raise InvalidRequest(f"auth={body.auth} needs a `secret`")
+        base_url = await run_in_threadpool(validate_fhir_url, body.base_url, settings)
     elif not (body.ae_title and body.host and body.port):
         raise InvalidRequest("a cstore destination needs `ae_title`, `host` and `port`")
+    fhir = body.kind == DestinationKind.FHIR
     row = DicomDestination(
         id=uuid.uuid4(),
         tenant_id=principal.tenant_id,
@@ -223,6 +236,11 @@ async def create_destination(
         ae_title=body.ae_title,
         host=body.host,
         port=body.port,
+        base_url=base_url,
+        auth=body.auth if fhir else None,
+        username=body.username if fhir else None,
+        secret=body.secret if fhir else None,
+        verify_tls=body.verify_tls,
     )
     session.add(row)
     await audit.record(
