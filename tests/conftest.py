@@ -72,6 +72,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             # The session's Orthanc (tests/integration/orthanc.py) on loopback, over http.
             "MEDIMG_DICOMWEB_ALLOWED_HOSTS": "127.0.0.1",
             "MEDIMG_DICOMWEB_ALLOW_HTTP": "true",
+            # Local FHIR servers of tests/integration/test_fhir_delivery.py, over http.
+            "MEDIMG_FHIR_ALLOWED_HOSTS": "127.0.0.1",
+            "MEDIMG_FHIR_ALLOW_HTTP": "true",
             "MEDIMG_DICOM_STUDY_QUIET_SECONDS": "1",
             "MEDIMG_DICOM_DELIVERY_BACKOFF_SECONDS": "0.5",
             "MEDIMG_DICOM_DELIVERY_BACKOFF_MAX_SECONDS": "2",
