@@ -25,6 +25,11 @@ from torch.utils.data import DataLoader
 
 from shared.ml.architectures import CLASSIFIERS, build_classifier, load_state_dict
 from shared.ml.presets import ClassificationPresetEval
+from shared.ml.pretrained import (
+    imagenet_checkpoint_path,
+    imagenet_normalisation,
+    load_imagenet_backbone,
+)
 from shared.schemas.models import InputSpec, ModelCard, TrainingRecord
 from trainer import classification_scores as M
 from trainer.card import (
@@ -44,6 +49,7 @@ from trainer.engine import (
     train_one_epoch,
 )
 from trainer.presets import ClassificationPresetTrain
+from trainer.starting_points import replace_head
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -51,6 +57,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--data-path", required=True, help="MedMNIST-style .npz file")
     p.add_argument("--dataset", default="pneumoniamnist", choices=sorted(DATACARDS))
     p.add_argument("--arch", default="resnet18", choices=sorted(CLASSIFIERS))
+    p.add_argument(
+        "--start-from",
+        default="random",
+        choices=("random", "imagenet"),
+        help="imagenet: installed ImageNet weights (never downloaded), new head, their mean/std",
+    )
     p.add_argument("--name", default=None, help="package name (default: <dataset slug>-<arch>)")
     p.add_argument("--output-dir", default="models", help="the package goes in <dir>/<name>")
     p.add_argument("--input-size", default=64, type=int, help="network input side, px")
@@ -92,6 +104,13 @@ def format_command(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     return shlex.join(parts)
 
 
+def describe_start(description: str, start_from: str) -> str:
+    """The data card says "from scratch"; an ImageNet start must not claim that."""
+    if start_from == "imagenet":
+        return description.replace("Trained from scratch", "Fine-tuned from ImageNet weights")
+    return description
+
+
 def main(args: argparse.Namespace) -> ModelCard:
     t_start = time.perf_counter()
     torch.set_num_threads(args.threads)
@@ -106,6 +125,17 @@ def main(args: argparse.Namespace) -> ModelCard:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     train_raw = NpzClassification(args.data_path, "train", info.labels)
+    model = build_classifier(args.arch, len(info.labels))
+    start = "random initialisation"
+    if args.start_from == "imagenet":
+        model = load_imagenet_backbone(args.arch, model)
+        replace_head(model, len(info.labels))
+        start = f"ImageNet weights ({imagenet_checkpoint_path(args.arch).name}); new head"
+        # The pretrained features expect their own normalisation, grey replicated to RGB.
+        mean_rgb, std_rgb = imagenet_normalisation(args.arch)
+        args.channels = 3
+        args.mean = args.mean if args.mean is not None else round(float(np.mean(mean_rgb)), 4)
+        args.std = args.std if args.std is not None else round(float(np.mean(std_rgb)), 4)
     if args.mean is None or args.std is None:
         mean, std = train_raw.pixel_stats()
         args.mean = args.mean if args.mean is not None else round(mean, 4)
@@ -138,7 +168,7 @@ def main(args: argparse.Namespace) -> ModelCard:
     val_loader = DataLoader(val_ds, 256, num_workers=args.workers)
     test_loader = DataLoader(test_ds, 256, num_workers=args.workers)
 
-    model = build_classifier(args.arch, len(info.labels)).to(device)
+    model = model.to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     criterion = make_criterion(
@@ -228,6 +258,7 @@ def main(args: argparse.Namespace) -> ModelCard:
         seed=args.seed,
         extra={
             "best_epoch": best["epoch"],
+            "start": start,
             "selection": f"best validation AUROC; early stopping patience {args.patience}",
             "train_time_s": round(train_seconds, 1),
             "mean_epoch_time_s": round(float(np.mean([h["time_s"] for h in history])), 1),
@@ -252,7 +283,7 @@ def main(args: argparse.Namespace) -> ModelCard:
             "positive_label": info.positive_label,
             "input": spec,
             "operating_point": op,
-            "description": info.description,
+            "description": describe_start(info.description, args.start_from),
             "intended_use": info.intended_use,
             "limitations": info.limitations,
             "data": info.provenance,

@@ -149,7 +149,13 @@ def render_readme(card: ModelCard) -> str:
             f"## Performance on the held-out test split (n = {test['n']}, "
             f"{test['n_positive']} {card.positive_label})",
             "",
-            f"**AUROC {test['auroc']:.4f}**" + (f" (validation {val['auroc']:.4f})" if val else ""),
+            f"**AUROC {test['auroc']:.4f}**"
+            + (
+                " (95% CI {:.4f}-{:.4f}, case bootstrap)".format(*test["auroc_ci95"])
+                if test.get("auroc_ci95")
+                else ""
+            )
+            + (f" (validation {val['auroc']:.4f})" if val else ""),
             "",
             "| at | threshold | accuracy | sensitivity | specificity | precision | F1 "
             "| balanced acc. |",
