@@ -1,4 +1,4 @@
-"""DICOM result objects of a finished job (SR, GSPS, SEG), built with highdicom.
+"""DICOM result objects of a finished job (SR, SC, SEG), built with highdicom.
 
 Torch-free: the API (report.dcm, job view), the worker and the gateway (STOW-RS / C-STORE
 delivery) all call `build_job_objects`. UIDs are derived deterministically from the job id,
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from shared.storage import BlobStore
 
-ResultKind = Literal["sr", "sc", "gsps", "seg"]
+ResultKind = Literal["sr", "sc", "seg"]
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,8 @@ def build_job_objects(
         store: the blob store holding the job's (de-identified) input instances.
 
     Returns:
-        The SR, then per-task objects (GSPS for detection, SEG for segmentation).
+        The SR, then per-task objects (a Secondary Capture with the boxes drawn per
+        detection image, a SEG per segmentation image).
 
     Raises:
         JobNotFound: no such job.

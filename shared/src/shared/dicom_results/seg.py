@@ -10,12 +10,16 @@ Empty classes are kept as segments with an all-zero frame, so "nothing found" is
 from __future__ import annotations
 
 import io
+import uuid
 from collections.abc import Sequence
 
 import highdicom as hd
 import numpy as np
 import pydicom
 from pydicom.sr.codedict import codes
+
+from shared.dicom_results.sr import complete_type2
+from shared.dicom_results.uids import result_uid, series_uid
 
 # SNOMED CT "Nodule" for labels that name one; other labels get a code of this private
 # scheme (value = class id, meaning = label), which DICOM allows for local concepts.
@@ -36,6 +40,8 @@ def build_seg(
     *,
     model_ref: str,
     software_version: str,
+    job_id: uuid.UUID,
+    index: int,
     series_number: int = 9901,
 ) -> bytes:
     """A DICOM SEG of ``mask`` (class id per pixel of the source's Rows x Columns grid).
@@ -44,12 +50,43 @@ def build_seg(
         source: the DICOM instance the mask was computed on (bytes as uploaded, or parsed).
         labels: the model's labels; ``labels[0]`` is the background (not a segment).
         model_ref: ``name:version`` of the model, recorded as the algorithm.
+        job_id, index: the job and its image; with ``model_ref`` they fix the SEG's UIDs
+            (shared.dicom_results.uids), so the job's artifact and every delivered copy are
+            one object.
 
     Raises:
         ValueError: the mask does not match the source's pixel grid, or the source is not a
             single-frame image highdicom can reference.
     """
+    seg = seg_dataset(
+        source,
+        mask,
+        labels,
+        model_ref=model_ref,
+        software_version=software_version,
+        job_id=job_id,
+        index=index,
+        series_number=series_number,
+    )
+    out = io.BytesIO()
+    seg.save_as(out)
+    return out.getvalue()
+
+
+def seg_dataset(
+    source: bytes | pydicom.Dataset,
+    mask: np.ndarray,
+    labels: Sequence[str],
+    *,
+    model_ref: str,
+    software_version: str,
+    job_id: uuid.UUID,
+    index: int,
+    series_number: int = 9901,
+) -> hd.seg.Segmentation:
+    """The SEG of `build_seg` as a dataset (see there)."""
     ds = source if isinstance(source, pydicom.Dataset) else pydicom.dcmread(io.BytesIO(source))
+    complete_type2(ds)  # a de-identified source may lack the patient/study Type 2 attributes
     if int(getattr(ds, "NumberOfFrames", 1) or 1) != 1:
         raise ValueError("the source is multi-frame; a SEG per frame is not supported yet")
     if mask.shape != (int(ds.Rows), int(ds.Columns)):
@@ -76,10 +113,10 @@ def build_seg(
         pixel_array=planes.astype(np.uint8),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
-        series_instance_uid=hd.UID(),
+        series_instance_uid=series_uid(job_id, model_ref, "seg"),
         series_number=series_number,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
+        sop_instance_uid=result_uid(job_id, model_ref, "seg", index),
+        instance_number=index + 1,
         manufacturer="medimg",
         manufacturer_model_name=model_ref[:64],
         software_versions=software_version,
@@ -93,6 +130,4 @@ def build_seg(
         # General Image: Type 2C without a frame of reference (secondary captures); copy the
         # source's (possibly empty) value so viewers orient the SEG as the image.
         seg.PatientOrientation = ds.get("PatientOrientation", "")
-    out = io.BytesIO()
-    seg.save_as(out)
-    return out.getvalue()
+    return seg

@@ -24,9 +24,9 @@ from api.job_events import JobEvents
 from api.job_options import check_params, merge_form_fields, pick_queue
 from api.routes.dicom_nodes import job_deliveries
 from api.uploads import store_uploads
+from shared import job_state
 from shared.callbacks import OwnerKind, enqueue_statement, validate_callback_url
-from shared.db.base import utcnow
-from shared.db.models import JobStatus, Priority
+from shared.db.models import Job, JobStatus, Priority
 from shared.errors import InvalidRequest, ServiceUnavailable
 from shared.registry import resolve_model_version
 from shared.schemas.jobs import JobParams, JobPublic, JobsPublic
@@ -129,10 +129,7 @@ async def create_job(
     try:
         await submit_inference(celery, job_id=job.id, queue=job.queue, priority=priority)
     except ServiceUnavailable as exc:
-        job.status, job.finished_at = JobStatus.FAILED, utcnow()
-        job.error_type, job.error_detail = exc.type, exc.detail
-        await session.flush()
-        await session.execute(enqueue_statement(OwnerKind.JOB, [job.id]))
+        await job_state.fail_async(session, Job, exc, Job.id == job.id)
         await session.commit()
         raise
     response.headers["Location"] = f"/v1/jobs/{job.id}"

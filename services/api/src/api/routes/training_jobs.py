@@ -16,9 +16,9 @@ from api.crud import training_jobs as crud
 from api.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
 from api.enqueue import submit_training
 from api.routes.artifacts import artifact_response
+from shared import job_state
 from shared.auth import Scope
 from shared.callbacks import OwnerKind, enqueue_statement, validate_callback_url
-from shared.db.base import utcnow
 from shared.db.models import Artifact, JobStatus, TrainingJob
 from shared.errors import ServiceUnavailable
 from shared.schemas.training import (
@@ -141,11 +141,9 @@ async def create_training_job(
     )
     await session.commit()
     try:
-        await submit_training(celery, training_job_id=job.id)
+        await submit_training(celery, training_job_id=job.id, queue=job.queue)
     except ServiceUnavailable as exc:
-        job.status, job.finished_at = JobStatus.FAILED, utcnow()
-        job.error_type, job.error_detail = exc.type, exc.detail
-        await session.execute(enqueue_statement(OwnerKind.TRAINING_JOB, [job.id]))
+        await job_state.fail_async(session, TrainingJob, exc, TrainingJob.id == job.id)
         await session.commit()
         raise
     response.headers["Location"] = f"/v1/training-jobs/{job.id}"

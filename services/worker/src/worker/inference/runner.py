@@ -18,6 +18,7 @@ from shared.config import get_settings
 from shared.db.models import ModelVersion
 from shared.errors import ModelUnavailable
 from shared.ml.architectures import build_classifier, load_state_dict
+from shared.ml.device import pick_device
 from shared.ml.presets import ClassificationPresetEval
 from shared.runtime_plans import FP32, plan_for
 from shared.schemas.models import ModelCard
@@ -54,10 +55,6 @@ class LoadedModel:
         forward = self.forward or self.network
         logits = forward(batch.to(self.device, non_blocking=True))
         return torch.softmax(logits.float(), dim=1).cpu()
-
-
-def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def load_model(version: ModelVersion, store: BlobStore, device: torch.device) -> LoadedModel:

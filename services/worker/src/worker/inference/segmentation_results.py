@@ -7,6 +7,7 @@ a PACS viewer shows it over the image it came from.
 from __future__ import annotations
 
 import logging
+import uuid
 from importlib.metadata import version as package_version
 from typing import Any
 
@@ -28,6 +29,7 @@ def segmentation_artifacts(
     output: dict[str, Any],
     model: LoadedSegmenter,
     index: int,
+    job_id: uuid.UUID,
 ) -> list[tuple[str, str, bytes]]:
     """(name, content type, bytes) of each artifact; names start with their kind."""
     files = [
@@ -41,7 +43,8 @@ def segmentation_artifacts(
     if info.get("format") == "dicom":
         try:
             seg = build_seg(upload, mask, model.card.labels, model_ref=model.ref,
-                            software_version=package_version("medimg-worker"))  # fmt: skip
+                            software_version=package_version("medimg-worker"),
+                            job_id=job_id, index=index)  # fmt: skip
         except (ValueError, AttributeError, KeyError, TypeError) as exc:
             # A source highdicom cannot reference (e.g. multi-frame): the mask still stands.
             log.warning("no DICOM SEG for image %d: %s", index, exc)

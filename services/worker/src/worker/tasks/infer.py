@@ -217,7 +217,7 @@ def _segment(
         output["artifacts"] = {}
         for name, content_type, data in segmentation_artifacts(
             ctx.store.get(image.storage_key), r.pixels[model.decode_size], r.info, mask,
-            output, model, image.index,
+            output, model, image.index, work.job_id,
         ):  # fmt: skip
             result.artifacts.append(
                 PendingArtifact(work.job_id, work.tenant_id, name, content_type, data)
