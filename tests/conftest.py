@@ -65,6 +65,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         dicom_port=free_port(),
         gateway_http_port=free_port(),
         log_dir=root / "logs",
+        # Generous: several suites may share the 2-core box (helpers, CI).
+        ready_timeout=600,
         # Small enough that a test can exceed it quickly.
         extra_env={
             "MEDIMG_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),

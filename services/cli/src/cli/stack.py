@@ -63,6 +63,8 @@ class StackConfig:
     redis_port: int | None = 6379
     log_dir: Path | None = None  # None: prefix service output onto this process's stdout
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Seconds for every service to answer; a loaded CI box needs more than an idle laptop.
+    ready_timeout: float = 120
 
 
 class Stack:
@@ -121,7 +123,7 @@ class Stack:
                 self.spawn(services.trainer())
             if cfg.dicom_port:
                 self.spawn(services.gateway(cfg.api_host, cfg.dicom_port, cfg.gateway_http_port))
-            self.wait_ready()
+            self.wait_ready(cfg.ready_timeout)
         except BaseException:
             self.stop()
             raise
