@@ -80,6 +80,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "MEDIMG_DICOM_STUDY_QUIET_SECONDS": "1",
             "MEDIMG_DICOM_DELIVERY_BACKOFF_SECONDS": "0.5",
             "MEDIMG_DICOM_DELIVERY_BACKOFF_MAX_SECONDS": "2",
+            # The learning-loop scheduler (issue 17) passes every second.
+            "MEDIMG_LEARNING_INTERVAL_SECONDS": "1",
         },
     )
     s = Stack(config)

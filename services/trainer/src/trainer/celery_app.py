@@ -30,5 +30,6 @@ def _init_process(**_: Any) -> None:
     configure_torch(get_settings())
 
 
-# Registers trainer.fine_tune on this app (imported last: tasks import the app).
-from trainer import tasks  # noqa: E402, F401
+# Registers trainer.fine_tune and trainer.evaluate_challenger (issue 17) on this app
+# (imported last: they import the app).
+from trainer import gate, tasks  # noqa: E402, F401
