@@ -149,6 +149,19 @@ class DicomDeliveryPublic(BaseModel):
     sop_instance_uids: list[str] = []
 
 
+class DicomResultObjectPublic(BaseModel):
+    """One DICOM object made from a job's results (jobs on DICOM input)."""
+
+    kind: Literal["sr", "sc", "seg"] = Field(
+        description="`sr`: TID 1500 Comprehensive 3D SR; `sc`: Secondary Capture with the "
+        "detection boxes drawn; `seg`: DICOM SEG of a segmentation"
+    )
+    sop_class_uid: str
+    sop_instance_uid: str = Field(description="Stable per job and model version")
+    series_instance_uid: str
+    url: str | None = Field(None, description="Download (the SR: /v1/jobs/{id}/report.dcm)")
+
+
 class JobPublic(JobSummary):
     params: dict[str, Any]
     attempts: int
@@ -157,6 +170,10 @@ class JobPublic(JobSummary):
     callback: CallbackPublic | None = None
     dicom_deliveries: list[DicomDeliveryPublic] = Field(
         default_factory=list, description="jobs from a DICOM study: results per destination"
+    )
+    dicom_results: list[DicomResultObjectPublic] = Field(
+        default_factory=list,
+        description="succeeded jobs on DICOM input: the DICOM result objects (SR first)",
     )
     feedback: list[FeedbackPublic] = Field(
         default_factory=list, description="Reviewers' confirmations and corrections, all revisions"

@@ -23,6 +23,7 @@ from api.enqueue import submit_inference
 from api.job_events import JobEvents
 from api.job_options import check_params, merge_form_fields, pick_queue
 from api.routes.dicom_nodes import job_deliveries
+from api.routes.results import job_result_objects
 from api.uploads import store_uploads
 from shared import job_state
 from shared.callbacks import OwnerKind, enqueue_statement, validate_callback_url
@@ -161,6 +162,7 @@ async def read_job(
     delivery = await crud.callback_delivery(session=session, job_id=job.id)
     public = views.job_public(job, delivery)
     public.dicom_deliveries = await job_deliveries(session, job)
+    public.dicom_results = await job_result_objects(session, job)
     public.feedback = await feedback_crud.list_feedback(session=session, job_id=job.id)
     return public
 
