@@ -8,7 +8,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from api import callback_delivery, housekeeping, observability, openapi, reconciler
+from api import (
+    callback_delivery,
+    housekeeping,
+    learning_scheduler,
+    observability,
+    openapi,
+    reconciler,
+)
 from api.authn_gate import AuthnGateMiddleware
 from api.idempotency import IdempotencyMiddleware
 from api.limits import BodyLimitMiddleware
@@ -26,6 +33,7 @@ from api.routes import (
     fhir,
     health,
     jobs,
+    learning,
     me,
     models,
     previews,
@@ -61,12 +69,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.store = BlobStore(settings.store_path)
         app.state.redis = Redis.from_url(settings.require_redis_url())
         reconciling = reconciler.start(app)
+        scheduling = learning_scheduler.start(app)  # one leader per pass (advisory lock), issue 17
         delivering = callback_delivery.start(app)
         expiring = housekeeping.start(app)
         yield
         await housekeeping.stop(delivering)
         await housekeeping.stop(expiring)
         await reconciler.stop(reconciling)
+        await learning_scheduler.stop(scheduling)
         await app.state.redis.aclose()
         if getattr(app.state, "job_events", None) is not None:  # long-poll listener
             await app.state.job_events.close()
@@ -105,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(results.router, prefix="/v1")
     app.include_router(fhir.router, prefix="/v1")
     app.include_router(models.router, prefix="/v1")
+    app.include_router(learning.router, prefix="/v1")
     app.include_router(audit.router, prefix="/v1")
     app.include_router(callback_settings.router, prefix="/v1")
     app.include_router(me.router, prefix="/v1")
