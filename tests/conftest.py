@@ -7,6 +7,8 @@ tests use those servers instead of embedded ones.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -36,6 +38,18 @@ CALLBACK_ENV = {
     "MEDIMG_CALLBACK_POLL_SECONDS": "0.2",
     "MEDIMG_IDEMPOTENCY_CLEANUP_SECONDS": "1",
 }
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A base temp folder of this run's own unless --basetemp is given.
+
+    pytest's default numbered folders keep only the newest three, deleting older ones even
+    while another run still uses them: concurrent runs on one machine (several checkouts,
+    CI beside a developer) then lose their PostgreSQL data folder mid-run.
+    """
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):
+        config.option.basetemp = tempfile.mkdtemp(prefix="medimg-pytest-")
+        config.add_cleanup(lambda: shutil.rmtree(config.option.basetemp, ignore_errors=True))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
