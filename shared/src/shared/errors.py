@@ -68,6 +68,11 @@ class RateLimited(AppError):
     status = 429
 
 
+class QuotaExceeded(RateLimited):
+    type = "quota-exceeded"
+    title = "Tenant quota exceeded"
+
+
 class InvalidRequest(AppError):
     type = "invalid-request"
     title = "Invalid request"

@@ -38,6 +38,7 @@ from api.routes import (
     models,
     previews,
     results,
+    tenants,
     training_jobs,
     web,
 )
@@ -121,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(me.router, prefix="/v1")
     app.include_router(previews.router, prefix="/v1")
     app.include_router(deletion.router, prefix="/v1")
+    app.include_router(tenants.router, prefix="/v1")
     web.install(app)  # the web app at /, /docs, /redoc, /static
     openapi.install(app)  # binary file parts, unique schema names (generated clients)
     return app

@@ -5,6 +5,7 @@ The middleware is plain ASGI (no BaseHTTPMiddleware): it sits on every request's
 
 from __future__ import annotations
 
+import hmac
 import time
 import uuid
 from typing import Any
@@ -25,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.training_gauges import training_families
 from shared.db.models import Job
+from shared.errors import Unauthorized
 from shared.logs import client_request_id, request_id
 from shared.queueing import PRIORITY_STEPS
 from shared.tasks import Queue
@@ -75,14 +77,14 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            path = _route_template(scope)
+            path = route_template(scope)
             HTTP_REQUESTS.labels(scope["method"], path, str(status)).inc()
             HTTP_LATENCY.labels(scope["method"], path).observe(time.perf_counter() - start)
             request_id.reset(token)
             client_request_id.reset(client_token)
 
 
-def _route_template(scope: Scope) -> str:
+def route_template(scope: Scope) -> str:
     """`/v1/jobs/{job_id}` rather than the raw path: ids must not explode label space.
 
     Included routers report their route without the include prefix, so the prefix is
@@ -140,9 +142,26 @@ class _Static:
         return self.families
 
 
+def _check_metrics_token(request: Request) -> None:
+    token = request.app.state.settings.metrics_token
+    if token is None:
+        return
+    sent = request.headers.get("authorization", "")
+    expected = f"Bearer {token.get_secret_value()}"
+    if not hmac.compare_digest(sent.encode("latin-1"), expected.encode("latin-1")):
+        raise Unauthorized(
+            "/metrics needs the scrape token (MEDIMG_METRICS_TOKEN) as a bearer token"
+        )
+
+
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    """Prometheus exposition: HTTP metrics plus job and queue gauges read at scrape time."""
+    """Prometheus exposition: HTTP metrics plus job and queue gauges read at scrape time.
+
+    Labels name models (a tenant's private model names among them): with
+    MEDIMG_METRICS_TOKEN set, a scrape must send it as a bearer token.
+    """
+    _check_metrics_token(request)
     registry = CollectorRegistry()
     registry.register(
         _Static(

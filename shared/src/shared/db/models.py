@@ -26,6 +26,7 @@ from sqlalchemy import (
     UniqueConstraint,
     Uuid,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -88,6 +89,10 @@ class Tenant(UUIDPrimaryKey, CreatedAt, Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
     # Final jobs older than this many days are deleted by housekeeping; None: kept.
     retention_days: Mapped[int | None] = mapped_column(Integer)
+    # Inference jobs queued or running at once, and stat ones (shared.job_quota); None: the
+    # settings' defaults, 0: unlimited. Set by a platform operator.
+    max_active_jobs: Mapped[int | None] = mapped_column(Integer)
+    max_active_stat_jobs: Mapped[int | None] = mapped_column(Integer)
 
 
 class ApiKey(UUIDPrimaryKey, CreatedAt, Base):
@@ -186,6 +191,13 @@ class Job(UUIDPrimaryKey, CreatedAt, Base):
         Index("ix_job_created_at_id", "created_at", "id"),
         Index("ix_job_tenant_id_created_at", "tenant_id", "created_at"),
         Index("ix_job_status_created_at", "status", "created_at"),
+        # Tenant quotas count only active jobs (shared.job_quota): a small partial index.
+        Index(
+            "ix_job_active_tenant_priority",
+            "tenant_id",
+            "priority",
+            postgresql_where=text("status IN ('queued', 'running')"),
+        ),
     )
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id"))
@@ -397,18 +409,22 @@ class TrainingJob(UUIDPrimaryKey, CreatedAt, Base):
     error_detail: Mapped[str | None] = mapped_column(Text)
 
     dataset_version: Mapped[DatasetVersion] = relationship()
-    epochs: Mapped[list[TrainingEpoch]] = relationship(order_by="TrainingEpoch.epoch")
+    epochs: Mapped[list[TrainingEpoch]] = relationship(
+        order_by="(TrainingEpoch.fold, TrainingEpoch.epoch)"
+    )
 
 
 class TrainingEpoch(UUIDPrimaryKey, CreatedAt, Base):
     """One finished epoch: losses, validation metrics, learning rate, time."""
 
     __tablename__ = "training_epoch"
-    __table_args__ = (UniqueConstraint("training_job_id", "epoch"),)
+    __table_args__ = (UniqueConstraint("training_job_id", "fold", "epoch"),)
 
     training_job_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("training_job.id", ondelete="CASCADE")
     )
+    # Cross-validation fold (1-based); 0 for a job without folds.
+    fold: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     epoch: Mapped[int] = mapped_column(Integer)
     train_loss: Mapped[float] = mapped_column(Float)
     val_loss: Mapped[float | None] = mapped_column(Float)

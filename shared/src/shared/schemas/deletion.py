@@ -1,4 +1,4 @@
-"""What a deletion removed (`DELETE` endpoints) and the tenant settings it depends on."""
+"""What a deletion removed (`DELETE` endpoints), and a tenant's retention and quotas."""
 
 from __future__ import annotations
 
@@ -27,9 +27,22 @@ class TenantPublic(BaseModel):
     retention_days: int | None = Field(
         description="Final jobs older than this are deleted automatically; null: kept"
     )
+    max_active_jobs: int = Field(
+        description="Inference jobs queued or running at once; past it 429 (0: unlimited)"
+    )
+    max_active_stat_jobs: int = Field(description="Of those, `stat` ones (0: unlimited)")
 
 
 class TenantUpdate(BaseModel):
     retention_days: int | None = Field(
         ge=1, le=36_500, description="Days a final job is kept; null keeps jobs until deleted"
+    )
+
+
+class TenantQuotaUpdate(BaseModel):
+    max_active_jobs: int | None = Field(
+        ge=0, le=10_000_000, description="null: the server default; 0: unlimited"
+    )
+    max_active_stat_jobs: int | None = Field(
+        ge=0, le=10_000_000, description="null: the server default; 0: unlimited"
     )

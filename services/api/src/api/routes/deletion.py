@@ -1,8 +1,8 @@
-"""Deleting patient data (jobs, dataset versions, training artifacts, tenants) and the
-tenant's retention period. The work is shared.deletion's; handlers commit, then remove blobs.
+"""Deleting patient data: jobs, dataset versions, training artifacts, tenants. The work is
+shared.deletion's; handlers commit, then remove blobs.
 
-Scopes: a job needs `jobs:write`; datasets and training artifacts `train`; the retention
-period `admin` of the tenant; a whole tenant the platform operator (`platform:admin`).
+Scopes: a job needs `jobs:write`; datasets and training artifacts `train`; a whole tenant
+the platform operator (`platform:admin`). Retention periods: api.routes.tenants.
 """
 
 from __future__ import annotations
@@ -14,14 +14,12 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Query, Request
 from sqlalchemy.orm import Session
 
-from api import audit
-from api.auth import Admin, JobsWrite, PlatformOperator, Principal
+from api.auth import JobsWrite, PlatformOperator, Principal
 from api.deps import SessionDep, SettingsDep, StoreDep
 from api.routes.datasets import DatasetsWrite
 from api.routes.training_jobs import Train
 from shared import deletion
-from shared.db.models import Tenant
-from shared.schemas.deletion import DeletionPublic, TenantPublic, TenantUpdate
+from shared.schemas.deletion import DeletionPublic
 
 router = APIRouter(tags=["deletion"])
 _ERRORS: dict[int | str, dict[str, object]] = {401: {}, 403: {}, 404: {}, 409: {}}
@@ -179,27 +177,3 @@ async def delete_tenant(
         blobs_still_referenced=0,
         blobs_deferred=len(deleted.blob_keys),
     )
-
-
-def _tenant_public(tenant: Tenant) -> TenantPublic:
-    return TenantPublic(id=tenant.id, name=tenant.name, retention_days=tenant.retention_days)
-
-
-@router.get("/tenant", response_model=TenantPublic, responses={401: {}, 403: {}})
-async def read_tenant(principal: Admin, session: SessionDep) -> TenantPublic:
-    """The caller's tenant and its retention period."""
-    tenant = await session.get_one(Tenant, principal.tenant_id)
-    return _tenant_public(tenant)
-
-
-@router.patch("/tenant", response_model=TenantPublic, responses={401: {}, 403: {}, 422: {}})
-async def update_tenant(body: TenantUpdate, principal: Admin, session: SessionDep) -> TenantPublic:
-    """Set the retention period: housekeeping deletes final jobs older than it (null: never)."""
-    tenant = await session.get_one(Tenant, principal.tenant_id, with_for_update=True)
-    before, tenant.retention_days = tenant.retention_days, body.retention_days
-    await audit.record(
-        session, principal, "tenant.update", "tenant", str(tenant.id),
-        {"retention_days": {"from": before, "to": body.retention_days}},
-    )  # fmt: skip
-    await session.commit()
-    return _tenant_public(tenant)

@@ -29,6 +29,7 @@ from shared import job_state
 from shared.callbacks import OwnerKind, enqueue_statement, validate_callback_url
 from shared.db.models import Job, JobStatus, Priority
 from shared.errors import InvalidRequest, ServiceUnavailable
+from shared.job_quota import check_quota
 from shared.registry import resolve_model_version
 from shared.schemas.jobs import JobParams, JobPublic, JobsPublic
 
@@ -102,11 +103,14 @@ async def create_job(
     )
     version = await session.run_sync(resolve_model_version, model, principal.tenant_id)
     check_params(version, job_params)
+    await session.run_sync(
+        lambda s: check_quota(
+            s, tenant_id=principal.tenant_id, priority=priority, settings=settings
+        )
+    )
     if callback_url is not None:  # resolves DNS: off the event loop
         hosts = await callback_crud.allowed_hosts(session=session, tenant_id=principal.tenant_id)
-        callback_url = await run_in_threadpool(
-            validate_callback_url, callback_url, settings, hosts
-        )
+        callback_url = await run_in_threadpool(validate_callback_url, callback_url, settings, hosts)
     images = await store_uploads(files, settings=settings, store=store)
     job = crud.create_job(
         session=session,
