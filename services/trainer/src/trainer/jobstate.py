@@ -142,7 +142,7 @@ def record_epoch(
     session.execute(
         insert(TrainingEpoch)
         .values(id=uuid.uuid4(), training_job_id=job_id, created_at=utcnow(), **epoch)
-        .on_conflict_do_nothing(index_elements=["training_job_id", "epoch"])
+        .on_conflict_do_nothing(index_elements=["training_job_id", "fold", "epoch"])
     )
     session.commit()
     return True
