@@ -76,13 +76,15 @@ async def submit_dataset_import(celery: Celery, *, version_id: uuid.UUID) -> Non
     )
 
 
-async def submit_training(celery: Celery, *, training_job_id: uuid.UUID) -> None:
-    """Send a training job to the `train` queue; ServiceUnavailable if the broker is down."""
+async def submit_training(
+    celery: Celery, *, training_job_id: uuid.UUID, queue: str = Queue.TRAIN.value
+) -> None:
+    """Send a training job to its queue; ServiceUnavailable if the broker is down."""
     await _send(
         celery,
         TaskName.FINE_TUNE,
         {"training_job_id": str(training_job_id)},
-        queue=Queue.TRAIN.value,
+        queue=queue,
         what="training job",
         problem_extensions={"training_job_id": str(training_job_id)},
     )

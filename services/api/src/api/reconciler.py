@@ -1,4 +1,4 @@
-"""Re-send jobs the broker lost and fail jobs whose workers keep dying.
+"""Re-send jobs and imports the broker lost and fail those whose workers keep dying.
 
 Postgres is the truth about jobs, Redis only carries messages. Messages get lost: Redis
 restarts without persistence, a worker node dies holding an unacknowledged message
@@ -8,6 +8,10 @@ and `send_task`. Every `reconcile_interval_seconds` one pass:
 - fails running jobs whose lease expired after `max_attempts` claims (`attempts-exceeded`);
 - re-sends queued jobs older than `reconcile_grace_seconds`, and running jobs whose lease
   expired, when no message for them is waiting in their queue or was delivered recently.
+
+"Jobs" are inference jobs, training jobs and dataset imports (a version `importing`
+without a lease waits, one with an expired lease lost its worker): all three are leased
+(shared.leases) and failed (shared.job_state) alike, and re-sent through api.enqueue.
 
 A duplicate message is harmless (claims are leases, results are written once), so the
 pass errs towards sending. It runs inside every API process, because every deployment
@@ -23,24 +27,26 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from celery import Celery
 from fastapi import FastAPI
 from prometheus_client import Counter
 from redis.asyncio import Redis
-from sqlalchemy import func, literal, or_, select, update
+from sqlalchemy import case, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from starlette.concurrency import run_in_threadpool
 
-from shared.callbacks import OwnerKind, enqueue_statement
+from api.enqueue import submit_dataset_import, submit_inference, submit_training
+from shared import job_state, leases
 from shared.config import Settings
-from shared.db.base import utcnow
-from shared.db.models import Job, JobStatus, Priority, TrainingJob
+from shared.db.models import DatasetVersion, Job, Priority, TrainingJob
 from shared.errors import AttemptsExceeded
-from shared.queueing import PRIORITY_VALUE, UNACKED_KEY, queue_keys
-from shared.tasks import TaskName
+from shared.leases import Leased
+from shared.queueing import UNACKED_KEY, queue_keys
+from shared.tasks import Queue
 
 log = logging.getLogger(__name__)
 
@@ -60,18 +66,31 @@ FAILED = Counter(
 )
 
 
+async def _send_job(celery: Celery, job_id: uuid.UUID, queue: str, priority: str) -> None:
+    await submit_inference(celery, job_id=job_id, queue=queue, priority=Priority(priority))
+
+
+async def _send_training(celery: Celery, job_id: uuid.UUID, queue: str, _: str) -> None:
+    await submit_training(celery, training_job_id=job_id, queue=queue)
+
+
+async def _send_import(celery: Celery, version_id: uuid.UUID, _queue: str, _: str) -> None:
+    await submit_dataset_import(celery, version_id=version_id)
+
+
 @dataclass(frozen=True)
 class JobKind:
     name: str
-    table: type[Job] | type[TrainingJob]
-    task: TaskName
-    callback_kind: OwnerKind
-    id_argument: str  # the task's keyword argument naming the job, as api.enqueue sends it
+    table: Leased
+    # Re-sends one row through api.enqueue, as the API first sent it (same task, arguments
+    # and retry policy): (celery, id, queue, priority).
+    send: Callable[[Celery, uuid.UUID, str, str], Awaitable[None]]
 
 
 KINDS = (
-    JobKind("inference", Job, TaskName.INFER, OwnerKind.JOB, "job_id"),
-    JobKind("training", TrainingJob, TaskName.FINE_TUNE, OwnerKind.TRAINING_JOB, "training_job_id"),
+    JobKind("inference", Job, _send_job),
+    JobKind("training", TrainingJob, _send_training),
+    JobKind("import", DatasetVersion, _send_import),
 )
 
 
@@ -104,57 +123,48 @@ async def _fail_exhausted(
     session: AsyncSession, kind: JobKind, limit: int, result: PassResult
 ) -> None:
     table = kind.table
-    error = AttemptsExceeded(limit)
-    rows = await session.execute(
-        update(table)
-        .where(
-            table.status == JobStatus.RUNNING,
-            table.lease_expires_at < func.now(),
-            table.attempts >= limit,
-        )
-        .values(
-            status=JobStatus.FAILED,
-            error_type=error.type,
-            error_detail=error.detail,
-            finished_at=utcnow(),
-            lease_expires_at=None,
-        )
-        .returning(table.id)
+    failed = await job_state.fail_async(
+        session, table, AttemptsExceeded(limit), leases.expired(table), table.attempts >= limit
     )
-    failed = list(rows.scalars())
     if failed:
-        await session.execute(enqueue_statement(kind.callback_kind, failed))
         FAILED.labels(kind.name).inc(len(failed))
         log.warning("failed %d %s job(s) after %d attempts: %s", len(failed), kind.name, limit,
                     [str(i) for i in failed])  # fmt: skip
         result.failed += failed
 
 
+def _queue_and_priority(table: Leased) -> tuple[Any, Any]:
+    if issubclass(table, Job):
+        return table.queue, table.priority
+    if issubclass(table, TrainingJob):
+        return table.queue, literal(Priority.ROUTINE.value)
+    return literal(Queue.DATASETS.value), literal(Priority.ROUTINE.value)
+
+
 async def _orphans(
     session: AsyncSession, redis: Redis, kind: JobKind, grace_s: float
 ) -> list[tuple[uuid.UUID, str, str, str]]:
-    """(id, queue, priority, reason) of queued/expired jobs no broker message covers."""
+    """(id, queue, priority, reason) of waiting/expired rows no broker message covers."""
     table = kind.table
     cutoff = func.now() - timedelta(seconds=grace_s)
-    queued = (table.status == JobStatus.QUEUED) & (table.created_at < cutoff)
-    expired = (table.status == JobStatus.RUNNING) & (table.lease_expires_at < func.now())
-    priority = Job.priority if table is Job else literal(Priority.ROUTINE.value)
+    queue, priority = _queue_and_priority(table)
     rows = (
         await session.execute(
-            select(table.id, table.queue, table.status, priority)
-            .where(or_(queued, expired))
+            select(
+                table.id,
+                queue,
+                priority,
+                case((leases.waiting(table), literal("lost")), else_=literal("expired-lease")),
+            )
+            .where(or_(leases.waiting(table) & (table.created_at < cutoff), leases.expired(table)))
             .order_by(table.created_at)
             .limit(1000)
         )
     ).all()
     if not rows:
         return []
-    present = await ids_in_broker(redis, {r.queue for r in rows}, grace_s)
-    return [
-        (r.id, r.queue, r[3], "lost" if r.status == JobStatus.QUEUED else "expired-lease")
-        for r in rows
-        if r.id not in present
-    ]
+    present = await ids_in_broker(redis, {r[1] for r in rows}, grace_s)
+    return [(r[0], r[1], r[2], r[3]) for r in rows if r[0] not in present]
 
 
 async def reconcile_once(
@@ -175,23 +185,12 @@ async def reconcile_once(
             for job_id, queue, priority, reason in await _orphans(
                 session, redis, kind, settings.reconcile_grace_seconds
             ):
-                await run_in_threadpool(_send, celery, kind, job_id, queue, priority)
+                await kind.send(celery, job_id, queue, priority)
                 REQUEUED.labels(kind.name, reason).inc()
                 log.warning("re-sent %s job %s (%s)", kind.name, job_id, reason)
                 result.requeued.append(job_id)
         await session.commit()
     return result
-
-
-def _send(celery: Celery, kind: JobKind, job_id: uuid.UUID, queue: str, priority: str) -> None:
-    # The job id as task id and sole argument, as the API sends it: a duplicate is a no-op.
-    celery.send_task(
-        kind.task,
-        kwargs={kind.id_argument: str(job_id)},
-        task_id=str(job_id),
-        queue=queue,
-        priority=PRIORITY_VALUE.get(Priority(priority), 0),
-    )
 
 
 def start(app: FastAPI) -> asyncio.Task[None]:

@@ -17,10 +17,9 @@ from shared.config import Settings
 from shared.errors import AppError, InvalidImage, InvalidRequest, PayloadTooLarge
 from shared.imaging.decode import probe_image
 from shared.imaging.deid import Deidentified, deidentify
+from shared.imaging.formats import STORED_SUFFIX
 from shared.imaging.strip_metadata import strip_metadata
 from shared.storage import BlobStore
-
-SUFFIX = {"png": ".png", "jpeg": ".jpg", "dicom": ".dcm"}
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ def _deidentify(data: bytes, settings: Settings) -> Deidentified:
 
 
 def _store(store: BlobStore, data: bytes, fmt: str) -> tuple[str, str]:
-    return store.put(data, prefix="images", suffix=SUFFIX[fmt])
+    return store.put(data, prefix="images", suffix=STORED_SUFFIX[fmt])
 
 
 async def store_uploads(

@@ -22,7 +22,8 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
-SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}
+from shared.imaging.formats import IMAGE_SUFFIXES
+
 FINAL = {"succeeded", "failed", "cancelled"}
 
 
@@ -32,7 +33,7 @@ def find_images(folder: Path) -> list[Path]:
     for path in sorted(folder.rglob("*")):
         if not path.is_file() or path.name.startswith("."):
             continue
-        if path.suffix.lower() in SUFFIXES or (not path.suffix and _is_dicom(path)):
+        if path.suffix.lower() in IMAGE_SUFFIXES or (not path.suffix and _is_dicom(path)):
             found.append(path)
     return found
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import Settings, get_settings
 from shared.db.session import make_engine, make_sessionmaker
+from shared.ml.device import pick_device as pick_device  # the one implementation
 from shared.storage import BlobStore
 
 
@@ -28,10 +29,6 @@ def get_context() -> TrainerContext:
     settings = get_settings()
     engine = make_engine(settings.require_database_url(), pool_size=2)
     return TrainerContext(settings, make_sessionmaker(engine), BlobStore(settings.store_path))
-
-
-def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def configure_torch(settings: Settings) -> None:

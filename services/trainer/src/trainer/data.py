@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from shared.storage import sha256_file as sha256_file  # one implementation; used by __main__
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -68,11 +69,3 @@ class NpzClassification(Dataset[tuple[torch.Tensor, int]]):
         """Mean and std of all pixels in [0,1] (channels pooled: grayscale-replicated input)."""
         x = self.images.astype(np.float64) / 255.0
         return float(x.mean()), float(x.std())
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()

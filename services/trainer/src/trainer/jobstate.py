@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from shared import job_state, leases
 from shared.callbacks import OwnerKind, enqueue_callbacks
 from shared.db.base import utcnow
 from shared.db.models import JobStatus, TrainingEpoch, TrainingJob
 from shared.errors import AppError
-
-_ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
 @dataclass(frozen=True)
@@ -42,56 +40,15 @@ def claim(
         The claimed job (attempts incremented), Busy when another live worker holds it,
         or None when it is finished or cancelled (nothing to do).
     """
-    now = utcnow()
-    job = session.scalar(
-        update(TrainingJob)
-        .where(
-            TrainingJob.id == job_id,
-            or_(
-                TrainingJob.status == JobStatus.QUEUED,
-                and_(
-                    TrainingJob.status == JobStatus.RUNNING,
-                    or_(
-                        TrainingJob.lease_expires_at.is_(None),
-                        TrainingJob.lease_expires_at < now,
-                        TrainingJob.worker == worker,
-                    ),
-                ),
-            ),
-        )
-        .values(
-            status=JobStatus.RUNNING,
-            started_at=func.coalesce(TrainingJob.started_at, func.now()),
-            attempts=TrainingJob.attempts + 1,
-            worker=worker,
-            lease_expires_at=now + timedelta(seconds=lease_s),
-        )
-        .returning(TrainingJob)
+    job: TrainingJob | None = session.scalar(
+        leases.claim_statement(TrainingJob, job_id, worker, lease_s)
     )
     if job is not None:
         session.commit()
         return job
     session.rollback()
-    row = session.execute(
-        select(TrainingJob.status, TrainingJob.lease_expires_at).where(TrainingJob.id == job_id)
-    ).first()
-    if row is None or row.status not in _ACTIVE:
-        return None
-    remaining = (row.lease_expires_at - now).total_seconds() if row.lease_expires_at else 1.0
-    return Busy(max(1.0, remaining))
-
-
-def _lease(lease_s: float) -> Any:
-    return utcnow() + timedelta(seconds=lease_s)
-
-
-def _running(job_id: uuid.UUID, worker: str) -> Any:
-    """Still running and still ours: a worker whose job was taken over stops writing."""
-    return and_(
-        TrainingJob.id == job_id,
-        TrainingJob.status == JobStatus.RUNNING,
-        TrainingJob.worker == worker,
-    )
+    seconds = leases.busy_seconds(session, TrainingJob, job_id)
+    return None if seconds is None else Busy(seconds)
 
 
 def report_progress(
@@ -102,17 +59,8 @@ def report_progress(
     lease_s: float,
 ) -> bool:
     """Store progress (None: keep it) and renew the lease; False when no longer ours."""
-    values: dict[str, Any] = {"lease_expires_at": _lease(lease_s)}
-    if progress is not None:
-        values["progress"] = progress
-    row = session.execute(
-        update(TrainingJob)
-        .where(_running(job_id, worker))
-        .values(**values)
-        .returning(TrainingJob.id)
-    ).first()
-    session.commit()
-    return row is not None
+    values = {"progress": progress} if progress is not None else {}
+    return leases.renew(session, TrainingJob, job_id, lease_s, worker=worker, **values)
 
 
 def record_epoch(
@@ -131,10 +79,14 @@ def record_epoch(
         False (nothing written) when the job is no longer running.
     """
     row = session.execute(
-        update(TrainingJob)
-        .where(_running(job_id, worker))
-        .values(progress=progress, checkpoint_key=checkpoint_key, lease_expires_at=_lease(lease_s))
-        .returning(TrainingJob.id)
+        leases.renew_statement(
+            TrainingJob,
+            job_id,
+            lease_s,
+            worker=worker,
+            progress=progress,
+            checkpoint_key=checkpoint_key,
+        )
     ).first()
     if row is None:
         session.rollback()
@@ -161,7 +113,11 @@ def succeed(
     """Final success, in the caller's transaction with the registration (not committed)."""
     row = session.execute(
         update(TrainingJob)
-        .where(_running(job_id, worker))
+        .where(
+            TrainingJob.id == job_id,
+            TrainingJob.status == JobStatus.RUNNING,
+            TrainingJob.worker == worker,  # a worker whose job was taken over stops writing
+        )
         .values(
             status=JobStatus.SUCCEEDED,
             test_metrics=test_metrics,
@@ -179,17 +135,5 @@ def succeed(
 
 def fail(session: Session, job_id: uuid.UUID, error: AppError, worker: str | None = None) -> None:
     """Fail a queued or running job (only while ``worker`` still holds it, when given)."""
-    ours = TrainingJob.worker == worker if worker is not None else True
-    session.execute(
-        update(TrainingJob)
-        .where(TrainingJob.id == job_id, TrainingJob.status.in_(_ACTIVE), ours)
-        .values(
-            status=JobStatus.FAILED,
-            error_type=error.type,
-            error_detail=error.detail,
-            finished_at=utcnow(),
-            lease_expires_at=None,
-        )
-    )
-    enqueue_callbacks(session, OwnerKind.TRAINING_JOB, [job_id])
+    job_state.fail_one(session, TrainingJob, job_id, error, worker=worker)
     session.commit()

@@ -94,14 +94,15 @@ def infer(self: Task, job_id: str) -> None:
 
 
 @app.task(
+    bind=True,
     name=TaskName.IMPORT_DATASET,
     autoretry_for=(OperationalError,),
     retry_backoff=True,
     retry_backoff_max=30,
     max_retries=8,
 )
-def import_dataset(version_id: str) -> None:
-    import_dataset_version(version_id)
+def import_dataset(self: Task, version_id: str) -> None:
+    import_dataset_version(version_id, self.request.hostname or "unknown")
 
 
 @app.task(

@@ -15,12 +15,12 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, case, func, or_, select, update
+from sqlalchemy import Table, bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
+from shared import job_state, leases
 from shared.callbacks import OwnerKind, enqueue_callbacks
 from shared.config import get_settings
 from shared.db.base import utcnow
@@ -38,19 +38,13 @@ class ImageOutcome:
     error: AppError | None = None
 
 
-def _lease_end() -> Any:
-    return func.now() + timedelta(seconds=get_settings().job_lease_seconds)
+def _lease_s() -> float:
+    return float(get_settings().job_lease_seconds)
 
 
 def running_values(worker: str) -> dict[str, Any]:
     """What a claim sets: by claim() and by micro-batching (worker.batching) alike."""
-    return {
-        "status": JobStatus.RUNNING,
-        "started_at": func.coalesce(Job.started_at, func.now()),
-        "attempts": Job.attempts + 1,
-        "worker": worker,
-        "lease_expires_at": _lease_end(),
-    }
+    return leases.claim_values(Job, worker, _lease_s())
 
 
 def claim(session: Session, job_id: uuid.UUID, worker: str) -> Job | None:
@@ -61,18 +55,7 @@ def claim(session: Session, job_id: uuid.UUID, worker: str) -> Job | None:
         finished or cancelled, another live worker holds it (the reconciler re-sends it if
         that lease expires), or it has used up its attempts (then it is failed here).
     """
-    takeover = or_(
-        Job.status == JobStatus.QUEUED,
-        Job.lease_expires_at.is_(None),
-        Job.lease_expires_at < func.now(),
-        Job.worker == worker,
-    )
-    job = session.scalar(
-        update(Job)
-        .where(Job.id == job_id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]), takeover)
-        .values(**running_values(worker))
-        .returning(Job)
-    )
+    job: Job | None = session.scalar(leases.claim_statement(Job, job_id, worker, _lease_s()))
     session.commit()
     if job is None:
         return None
@@ -99,21 +82,14 @@ def is_running(session: Session, job_id: uuid.UUID) -> bool:
 
     Called between batches, so a live worker keeps its lease and a dead one loses it.
     """
-    renewed = session.scalar(
-        update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
-        .values(lease_expires_at=_lease_end())
-        .returning(Job.id)
-    )
-    session.commit()
-    return renewed is not None
+    return leases.renew(session, Job, job_id, _lease_s())
 
 
 def save_outcomes(session: Session, outcomes: list[ImageOutcome]) -> None:
     """Store a chunk's results in one executemany round trip; never overwrite a result."""
     if not outcomes:
         return
-    table = JobImage.__table__
+    table = cast(Table, JobImage.__table__)
     statement = (
         update(table)
         .where(table.c.id == bindparam("image_id"), table.c.status == ImageStatus.PENDING)
@@ -181,16 +157,5 @@ def finish(session: Session, job_id: uuid.UUID) -> tuple[str, float] | None:
 
 
 def fail(session: Session, job_id: uuid.UUID, error: AppError) -> None:
-    session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
-        .values(
-            status=JobStatus.FAILED,
-            error_type=error.type,
-            error_detail=error.detail,
-            finished_at=utcnow(),
-            lease_expires_at=None,
-        )
-    )
-    enqueue_callbacks(session, OwnerKind.JOB, [job_id])
+    job_state.fail_one(session, Job, job_id, error)
     session.commit()

@@ -13,9 +13,11 @@ import uuid
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, literal, select, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session, sessionmaker
 
+from shared import job_state, leases
 from shared.config import Settings
 from shared.datasets import records as rec
 from shared.datasets import splits
@@ -24,8 +26,9 @@ from shared.datasets.formats import segmentation_masks as seg_masks
 from shared.datasets.safezip import SafeArchive, ZipLimits, open_archive
 from shared.db.base import utcnow
 from shared.db.models import Dataset, DatasetItem, DatasetStatus, DatasetVersion
-from shared.errors import AppError, InvalidDataset
+from shared.errors import AppError, AttemptsExceeded, InvalidDataset
 from shared.imaging.deid import Deidentified, deidentify
+from shared.imaging.formats import STORED_SUFFIX
 from shared.imaging.strip_metadata import strip_metadata
 from shared.pseudonyms import pseudonym
 from shared.storage import BlobStore
@@ -34,7 +37,6 @@ log = logging.getLogger(__name__)
 BURNED_IN = "burned_in_annotation"  # Record.extra key: DICOM declaring text in its pixels
 MAX_STORED_PROBLEMS = 1000
 _PROGRESS_EVERY_S = 0.5
-SUFFIX = {"png": ".png", "jpeg": ".jpg", "dicom": ".dcm"}
 
 
 class _Progress:
@@ -63,13 +65,17 @@ def _fail(
     error: AppError,
     problems: list[dict[str, str]] | None = None,
 ) -> None:
+    empty, failed = literal({}, JSONB), literal({"phase": "failed"}, JSONB)
+    phase = func.coalesce(DatasetVersion.progress, empty).op("||")(failed)
     with sessions() as session:
-        version = session.get(DatasetVersion, version_id)
-        assert version is not None
-        version.status, version.finished_at = DatasetStatus.FAILED, utcnow()
-        version.error_type, version.error_detail = error.type, error.detail
-        version.errors = (problems or [])[:MAX_STORED_PROBLEMS]
-        version.progress = {**version.progress, "phase": "failed"}
+        job_state.fail_one(
+            session,
+            DatasetVersion,
+            version_id,
+            error,
+            errors=(problems or [])[:MAX_STORED_PROBLEMS],
+            progress=phase,
+        )
         session.commit()
 
 
@@ -122,7 +128,7 @@ def _read_all(
                     problems.append({"file": entry.path, "problem": exc.detail})
                     continue
             record.storage_key, record.sha256 = store.put(
-                data, prefix="images", suffix=SUFFIX.get(record.format, "")
+                data, prefix="images", suffix=STORED_SUFFIX.get(record.format, "")
             )
             records.append(record)
     progress("reading", total, total, force=True)
@@ -358,30 +364,77 @@ def _write(
         for start in range(0, len(rows), 1000):
             session.execute(insert(DatasetItem), rows[start : start + 1000])
         version.status, version.finished_at = DatasetStatus.READY, utcnow()
+        version.lease_expires_at = None
         version.split_spec, version.labels, version.stats = spec, labels, stats
         version.errors = []
         version.progress = {"phase": "done", "done": len(rows), "total": len(rows)}
         session.commit()
 
 
+def _claim(
+    sessions: sessionmaker[Session], version_id: uuid.UUID, worker: str, settings: Settings
+) -> tuple[DatasetVersion, Task] | None:
+    """Lease the version (shared.leases); None when finished, held elsewhere or exhausted."""
+    with sessions() as session:
+        version = session.scalar(
+            leases.claim_statement(DatasetVersion, version_id, worker, settings.job_lease_seconds)
+        )
+        session.commit()
+        if version is None:
+            log.info("dataset version %s is not importing or held elsewhere", version_id)
+            return None
+        if version.attempts > settings.max_attempts:
+            log.warning("import of %s claimed %d times; failing it", version_id, version.attempts)
+            job_state.fail_one(
+                session, DatasetVersion, version_id, AttemptsExceeded(settings.max_attempts)
+            )
+            session.commit()
+            return None
+        task = Task(session.scalar(select(Dataset.task).where(Dataset.id == version.dataset_id)))
+        session.expunge(version)
+    return version, task
+
+
 def run_import(
-    version_id: uuid.UUID, *, sessions: sessionmaker[Session], store: BlobStore, settings: Settings
+    version_id: uuid.UUID,
+    *,
+    sessions: sessionmaker[Session],
+    store: BlobStore,
+    settings: Settings,
+    worker: str = "importer",
 ) -> None:
     """Import a dataset version uploaded by the API; idempotent under redelivery.
+
+    The import holds a lease like a job (renewed from a thread while it runs): a second
+    delivery while a live worker imports stops at once; one after that worker died takes
+    over, and the API's reconciler re-sends an import whose message was lost.
 
     Args:
         version_id: a DatasetVersion in status `importing`.
         sessions: sync sessions on the platform database.
         store: the blob store holding the upload; images are stored there too.
-        settings: limits (zip, pixels).
+        settings: limits (zip, pixels), lease length and attempts.
+        worker: the claiming worker node (a redelivery on the same node takes over).
     """
-    with sessions() as session:
-        version = session.get(DatasetVersion, version_id)
-        if version is None or version.status != DatasetStatus.IMPORTING:
-            log.info("dataset version %s is not importing; nothing to do", version_id)
-            return
-        task = Task(session.scalar(select(Dataset.task).where(Dataset.id == version.dataset_id)))
-        session.expunge(version)
+    claimed = _claim(sessions, version_id, worker, settings)
+    if claimed is None:
+        return
+    version, task = claimed
+    with leases.kept_alive(
+        sessions, DatasetVersion, version_id, settings.job_lease_seconds, worker
+    ):
+        _import(version, task, sessions=sessions, store=store, settings=settings)
+
+
+def _import(
+    version: DatasetVersion,
+    task: Task,
+    *,
+    sessions: sessionmaker[Session],
+    store: BlobStore,
+    settings: Settings,
+) -> None:
+    version_id = version.id
     progress = _Progress(sessions, version_id)
     progress("checking", 0, 0, force=True)
     try:

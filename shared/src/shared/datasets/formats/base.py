@@ -7,7 +7,8 @@ from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Any
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}
+from shared.imaging.formats import IMAGE_SUFFIXES
+
 SPLIT_NAMES = {
     "train": "train",
     "training": "train",
