@@ -137,6 +137,9 @@ class Settings(BaseSettings):
     callback_backoff_seconds: float = 5.0  # doubled per attempt, with jitter
     callback_backoff_max_seconds: float = 900.0
     callback_poll_seconds: float = 1.0
+    # PEM file of CAs trusted for https callbacks besides the public ones (certifi): e.g.
+    # a hospital's internal CA. Proxy and SSL_* environment settings are never used.
+    callback_ca_file: Path | None = None
     # Prefix of the `result_url` in callback bodies (e.g. https://medimg.example.org);
     # unset: the body carries the path only.
     public_url: str | None = None

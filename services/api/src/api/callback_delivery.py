@@ -20,12 +20,14 @@ import json
 import logging
 import random
 import socket
+import ssl
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import certifi
 import httpx
 from fastapi import FastAPI
 from sqlalchemy import func, select, update
@@ -223,6 +225,24 @@ async def deliver(
     await record(sessionmaker, item, outcome, settings)
 
 
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """Public CAs (certifi), plus MEDIMG_CALLBACK_CA_FILE when set (an internal CA)."""
+    context = ssl.create_default_context(cafile=certifi.where())
+    if settings.callback_ca_file is not None:
+        context.load_verify_locations(cafile=settings.callback_ca_file)
+    return context
+
+
+def make_client(settings: Settings) -> httpx.AsyncClient:
+    """The delivery client: no redirects, no proxy or SSL_* settings from the environment."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.callback_timeout_seconds),
+        follow_redirects=False,
+        trust_env=False,
+        verify=tls_context(settings),
+    )
+
+
 async def run_forever(
     *, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings
 ) -> None:
@@ -231,8 +251,7 @@ async def run_forever(
     if not policy.enabled:
         return
     in_flight: set[asyncio.Task[None]] = set()
-    timeout = httpx.Timeout(settings.callback_timeout_seconds)
-    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False) as c:
+    async with make_client(settings) as c:
         try:
             while True:
                 free = MAX_IN_FLIGHT - len(in_flight)
