@@ -16,6 +16,7 @@ import argparse
 import json
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,37 @@ def _wait_dataset(client: httpx.Client, location: str, timeout: float = 1800) ->
     raise TimeoutError(f"dataset import still running after {timeout:.0f} s")
 
 
+def _line(name: str, report: dict[str, Any]) -> str:
+    op = report.get("at_operating_point") or {}
+    ci = (report.get("ci95") or {}).get("auroc")
+    interval = f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
+    return (
+        f"{name}: n={report.get('n')} AUROC {report.get('auroc', float('nan')):.3f}{interval}; "
+        f"at the operating point (threshold {op.get('threshold', float('nan')):.3f}): "
+        f"balanced accuracy {op.get('balanced_accuracy', float('nan')):.3f}, sensitivity "
+        f"{op.get('sensitivity', float('nan')):.3f}, specificity "
+        f"{op.get('specificity', float('nan')):.3f}"
+    )
+
+
+def summary(job: dict[str, Any], wall_s: float) -> str:
+    """The numbers a results table needs: test (and out-of-fold) AUROC with intervals,
+    balanced accuracy and sensitivity/specificity at the operating point, wall times."""
+    metrics = job.get("test_metrics") or {}
+    lines = [f"job {job['id']} {job['status']}: {job['architecture']} from {job['start_from']}"]
+    if "test" in metrics and "auroc" in metrics["test"]:
+        lines.append(_line("test", metrics["test"]))
+    if "out_of_fold" in metrics and "auroc" in metrics["out_of_fold"]:
+        lines.append(_line("out-of-fold", metrics["out_of_fold"]))
+    started, finished = job.get("started_at"), job.get("finished_at")
+    if started and finished:
+        span = datetime.fromisoformat(finished) - datetime.fromisoformat(started)
+        train_s = span.total_seconds()
+        lines.append(f"training job wall time {train_s / 60:.1f} min")
+    lines.append(f"total wall time (stack start, upload, import, training) {wall_s / 60:.1f} min")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.train_real")
     parser.add_argument("dataset", choices=sorted(PACKERS))
@@ -61,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     params = {k: json.loads(v) for k, _, v in (p.partition("=") for p in args.param)}
 
+    t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="medimg-train-") as tmp:
         root = Path(tmp)
         archive = PACKERS[args.dataset](root / f"{args.dataset}.zip")
@@ -70,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             redis_port=None,
             worker_concurrency=1,
             log_dir=root / "logs",
+            ready_timeout=900,  # a shared, loaded box starts workers slowly
         )
         with Stack(config) as stack:
             key = _key(stack)
@@ -107,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         (RESULTS / name).write_text(json.dumps(final, indent=2, default=str))
     print(json.dumps({"status": final["status"], "test_metrics": final.get("test_metrics")},
                      indent=2)[:6000])  # fmt: skip
+    print(summary(final, time.monotonic() - t0))
     print(f"written: bench/results/{name}")
     return 0 if final["status"] == "succeeded" else 1
 

@@ -68,14 +68,16 @@ def save_artifact(
         "size_bytes": len(data),
         "created_at": utcnow(),
     }
-    statement = insert(Artifact).values(**values)
-    statement = statement.on_conflict_do_update(
+    inserted = insert(Artifact).values(**values)
+    statement = inserted.on_conflict_do_update(
         index_elements=[Artifact.owner_id, Artifact.name],
         set_={
-            "content_type": statement.excluded.content_type,
-            "storage_key": statement.excluded.storage_key,
-            "size_bytes": statement.excluded.size_bytes,
+            "content_type": inserted.excluded.content_type,
+            "storage_key": inserted.excluded.storage_key,
+            "size_bytes": inserted.excluded.size_bytes,
         },
     ).returning(Artifact)
-    artifact = session.scalars(statement, execution_options={"populate_existing": True}).one()
+    artifact: Artifact = session.scalars(
+        statement, execution_options={"populate_existing": True}
+    ).one()
     return artifact

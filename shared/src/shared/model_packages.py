@@ -125,15 +125,15 @@ def unpack_package(path: Path, dest: Path, *, max_bytes: int) -> Unpacked:
                         with archive.open(info) as member:
                             take(wanted, member)
         elif magic.startswith(b"\x1f\x8b"):
-            with tarfile.open(path, "r:gz") as archive:
-                for count, member in enumerate(archive):
+            with tarfile.open(path, "r:gz") as tar:
+                for count, entry in enumerate(tar):
                     if count >= _MAX_MEMBERS:
                         break
-                    wanted = _wanted(member.name)
-                    if wanted and member.isfile():
-                        if member.size > limits[wanted]:
+                    wanted = _wanted(entry.name)
+                    if wanted and entry.isfile():
+                        if entry.size > limits[wanted]:
                             raise ModelTooLarge(f"{wanted} in the package exceeds its limit")
-                        source = archive.extractfile(member)
+                        source = tar.extractfile(entry)
                         if source is not None:
                             take(wanted, source)
         else:

@@ -7,7 +7,7 @@ queues, priorities and delivery guarantees.
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue as KombuQueue
+from kombu.entity import Queue as KombuQueue
 
 from shared.config import Settings, get_settings
 from shared.db.models import Priority
@@ -54,7 +54,7 @@ def make_celery(main: str, broker_url: str) -> Celery:
     app.conf.update(
         # Applied to the task of that name in whichever worker registers it.
         task_annotations=limits,
-        task_queues=[KombuQueue(q.value) for q in Queue],
+        task_queues=[KombuQueue(q.value) for q in Queue],  # type: ignore[no-untyped-call]
         task_default_queue=Queue.CPU.value,
         task_serializer="json",
         accept_content=["json"],

@@ -29,9 +29,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from dataclasses import field as dataclass_field
 from typing import Any
 
+from shared import recipe_rules
+from shared.errors import InvalidRequest
 from shared.schemas.training import (
     CLASSIFICATION_LR,
     DETECTION_LR,
@@ -81,17 +84,20 @@ class Fingerprint:
     train_class_counts: dict[str, int]
     median_width: float | None
     median_height: float | None
+    validation_class_counts: dict[str, int] = dataclass_field(default_factory=dict)
 
     @classmethod
     def from_stats(cls, task: str, stats: Mapping[str, Any]) -> Fingerprint:
         size = stats.get("image_size") or {}
         counts = (stats.get("counts") or {}).get("train") or {}
+        val_counts = (stats.get("counts") or {}).get("validation") or {}
         return cls(
             task=task,
             images_per_split={k: int(v) for k, v in (stats.get("images_per_split") or {}).items()},
             train_class_counts={k: int(v) for k, v in counts.items() if k != "background"},
             median_width=(size.get("width") or {}).get("median"),
             median_height=(size.get("height") or {}).get("median"),
+            validation_class_counts={k: int(v) for k, v in val_counts.items()},
         )
 
     @property
@@ -109,6 +115,7 @@ class Fingerprint:
             "task": self.task,
             "images_per_split": self.images_per_split,
             "train_class_counts": self.train_class_counts,
+            "validation_class_counts": self.validation_class_counts,
             "median_size": [self.median_width, self.median_height],
         }
 
@@ -212,9 +219,9 @@ def derive(
         entries.append(RecipeEntry(field=field, value=value, source=source,
                                    reason="set by the caller" if caller else reason))  # fmt: skip
 
-    arch = architecture or DEFAULT_ARCHITECTURES[fp.task]
-    note("architecture", arch, f"{arch}: the {fp.task} default that trains in minutes on a CPU",
-         caller=architecture is not None)  # fmt: skip
+    arch, why = recipe_rules.architecture(fp, DEFAULT_ARCHITECTURES[fp.task])
+    arch = architecture or arch
+    note("architecture", arch, why, caller=architecture is not None)
     if start_from is not None:
         start = start_from
         note("start_from", start, "", caller=True)
@@ -224,10 +231,17 @@ def derive(
 
     derived: dict[str, tuple[Any, str]] = {}
     derived["image_size"] = _image_size(fp, hardware)
-    batch, why = _batch_size(fp, hardware)
+    cv = params.model_dump()["cross_validation"]
+    if fp.task == "classification":
+        derived["cross_validation"] = recipe_rules.cross_validation(fp)
+        cv = cv if "cross_validation" in caller_params else derived["cross_validation"][0]
+    # Each model of a cross-validation job trains on k-1 folds of train + validation.
+    sized = replace(fp, images_per_split={
+        **fp.images_per_split, "train": recipe_rules.fold_train_images(fp, cv)})  # fmt: skip
+    batch, why = _batch_size(sized, hardware)
     derived["batch_size"] = (batch, why)
     effective_batch = params.batch_size if "batch_size" in caller_params else batch
-    epochs, why = _epochs(fp, effective_batch)
+    epochs, why = _epochs(sized, effective_batch)
     derived["epochs"] = (epochs, why)
     effective_epochs = params.epochs if "epochs" in caller_params else epochs
     derived["patience"] = _patience(effective_epochs)
@@ -235,8 +249,12 @@ def derive(
     if fp.task == "classification":
         derived["class_weights"] = _class_weights(fp)
         derived["hflip_prob"] = (0.0, "0: laterality can carry meaning (chest films)")
+        derived["finetune"] = recipe_rules.finetune(fp, start)
+        derived["tta"] = ("auto", recipe_rules.TTA_REASON)
     elif fp.task == "segmentation":
         derived["hflip_prob"] = (0.5, "0.5: the mask flips with the image; no laterality label")
+    if params.cross_validation is not None and fp.task != "classification":
+        raise InvalidRequest(f"cross_validation is for classification, not {fp.task}")
 
     values = params.model_dump()
     for field, (value, reason) in derived.items():

@@ -77,6 +77,8 @@ def request_body(args: argparse.Namespace) -> dict[str, Any]:
 
 def _describe(progress: dict[str, Any]) -> dict[str, str]:
     shown = {"phase": str(progress.get("phase", ""))}
+    if progress.get("folds"):  # cross-validation: which fold the epochs belong to
+        shown["fold"] = f"{progress.get('fold')}/{progress['folds']}"
     monitor = progress.get("monitor")
     value = (progress.get("val") or {}).get(monitor) if monitor else None
     if value is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,14 @@ from shared.ml.presets import ClassificationPresetEval
 from shared.schemas.models import InputSpec, ModelCard, TrainingRecord
 from shared.schemas.training import CLASSIFICATION_LR, TrainingParams
 from trainer import evaluation as E
+from trainer import tta
 from trainer.card import choose_operating_point, render_readme, save_weights_fp16
 from trainer.context import JobSpec, TrainerContext, hardware, pick_device
+from trainer.cross_validation import run_cross_validation
 from trainer.engine import EvalOutput, evaluate, seed_everything
 from trainer.fit import FitHooks, fit_classifier
-from trainer.fit_state import delete_checkpoint
+from trainer.fit_state import FitState, delete_checkpoint
+from trainer.head_fit import extract, fit_head, full_state
 from trainer.items import ItemRef, ItemsClassification, load_items
 from trainer.presets import ClassificationPresetTrain
 from trainer.progress import Reporter
@@ -89,6 +93,32 @@ def _incumbent(
     )
 
 
+def _fit_head_only(
+    ctx: TrainerContext,
+    job: JobSpec,
+    reporter: Reporter,
+    data: Data,
+    network: torch.nn.Module,
+    eval_tf: ClassificationPresetEval,
+    params: TrainingParams,
+    device: torch.device,
+    hooks: FitHooks,
+) -> FitState:
+    """Frozen backbone: features once (un-augmented), the head trained on them."""
+    reporter.phase("features", FitState())
+    size = params.image_size
+    train = extract(network, data.split("train", eval_tf, size), device)
+    val = extract(network, data.split("validation", eval_tf, size), device)
+    counts = [int(c) for c in torch.bincount(train.labels, minlength=len(data.labels))]
+    state = fit_head(
+        network, train, val, class_counts=counts, params=params, monitor=job.monitor,
+        store=ctx.store, resume_key=job.checkpoint_key, hooks=hooks,
+    )  # fmt: skip
+    assert state.best_state is not None
+    state.best_state = full_state(network, state.best_state)
+    return state
+
+
 def run_classification(ctx: TrainerContext, job: JobSpec, reporter: Reporter) -> str:
     """Train, evaluate, register; returns the new version's ref.
 
@@ -117,6 +147,12 @@ def run_classification(ctx: TrainerContext, job: JobSpec, reporter: Reporter) ->
         m, s = data.split("train", _identity, size).pixel_stats()
         mean, std = [round(m, 4)] * 3, [round(s, 4)] * 3
     spec = InputSpec(size=size, channels=3, mean=mean, std=std, resize="center_crop")
+    if params.cross_validation is not None:
+        return run_cross_validation(
+            ctx, job, reporter, params=params, labels=labels, items=data.items, start=start,
+            spec=spec, device=device, provenance=provenance, dataset_name=dataset_name,
+            started=started,
+        )  # fmt: skip
     eval_tf = ClassificationPresetEval(spec)
     train_ds = data.split(
         "train", ClassificationPresetTrain(spec, hflip_prob=params.hflip_prob), size
@@ -126,17 +162,21 @@ def run_classification(ctx: TrainerContext, job: JobSpec, reporter: Reporter) ->
         raise InvalidRequest(f"every label needs training images; counts {train_ds.class_counts()}")
 
     network = start.network.to(device)
-    state = fit_classifier(
-        network,
-        train_ds,
-        val_ds,
-        params=params,
-        monitor=job.monitor,
-        device=device,
-        store=ctx.store,
-        resume_key=job.checkpoint_key,
-        hooks=FitHooks(on_step=reporter.on_step, on_epoch=reporter.on_epoch),
-    )
+    hooks = FitHooks(on_step=reporter.on_step, on_epoch=reporter.on_epoch)
+    if params.finetune == "head":
+        state = _fit_head_only(ctx, job, reporter, data, network, eval_tf, params, device, hooks)
+    else:
+        state = fit_classifier(
+            network,
+            train_ds,
+            val_ds,
+            params=params,
+            monitor=job.monitor,
+            device=device,
+            store=ctx.store,
+            resume_key=job.checkpoint_key,
+            hooks=hooks,
+        )
     train_seconds = time.perf_counter() - started
     reporter.phase("evaluating", state)
     binary = len(labels) == 2
@@ -149,6 +189,15 @@ def run_classification(ctx: TrainerContext, job: JobSpec, reporter: Reporter) ->
         served.load_state_dict(load_state_dict(str(weights)), strict=True)
         served.to(device)
         val, test = _predict(served, val_ds, device), _predict(served, test_ds, device)
+        # Flip averaging is measured on validation; the test split only sees the choice.
+        tta_choice, tta_record = tta.decide(
+            params.tta, val.probs, tta.predict(served, val_ds, device, hflip=True), val.labels
+        )
+        if tta_choice == "hflip":
+            val = replace(val, probs=tta.apply("hflip", val.probs, tta.predict(
+                served, val_ds, device, hflip=True)))  # fmt: skip
+            test = replace(test, probs=tta.apply("hflip", test.probs, tta.predict(
+                served, test_ds, device, hflip=True)))  # fmt: skip
         samples, seed = params.bootstrap_samples, params.seed
         op, roc = None, None
         if binary:
@@ -185,6 +234,7 @@ def run_classification(ctx: TrainerContext, job: JobSpec, reporter: Reporter) ->
             input=spec,
             operating_point=op,
             validation_roc=roc,
+            tta=tta_choice,
             description=(
                 f"{job.architecture} trained by medimg training job {job.id} on dataset "
                 f"{dataset_name!r} ({', '.join(labels)})."
@@ -219,7 +269,12 @@ def run_classification(ctx: TrainerContext, job: JobSpec, reporter: Reporter) ->
                     "history": history,
                 },
             ),
-            metrics={"test": test_report, "validation": val_report, "test_monitor": test_monitor},
+            metrics={
+                "test": test_report,
+                "validation": val_report,
+                "test_monitor": test_monitor,
+                "tta": tta_record,
+            },
         )
         reporter.artifacts(
             {

@@ -70,15 +70,19 @@ def fit(
     store: BlobStore,
     resume_key: str | None,
     hooks: FitHooks,
+    meta: dict[str, Any] | None = None,
 ) -> FitState:
     """Run epochs until ``params.epochs`` or early stopping; resumes from ``resume_key``.
+
+    ``meta`` (a fresh start only; a resumed fit keeps its checkpoint's) is carried in every
+    checkpoint; its ``fold`` tags the epoch rows.
 
     Returns:
         The final state; ``best_state`` holds the best weights on ``monitor`` (the last
         weights if the metric was never defined).
     """
     network = loop.network
-    state = FitState()
+    state = FitState(meta=dict(meta or {}))
     if resume_key:
         state = load_checkpoint(
             store,
@@ -114,8 +118,10 @@ def fit(
         else:
             state.stale += 1
         state.epoch = epoch
+        fold = state.meta.get("fold")
         state.history.append(
             {
+                **({"fold": fold} if fold is not None else {}),
                 "epoch": epoch,
                 "train_loss": round(train_loss, 6),
                 "val_loss": None if val_loss is None else round(val_loss, 6),
@@ -156,6 +162,7 @@ def fit_classifier(
     store: BlobStore,
     resume_key: str | None,
     hooks: FitHooks,
+    meta: dict[str, Any] | None = None,
 ) -> FitState:
     """Classification: class-weighted cross-entropy, AdamW, validation AUROC/accuracy/loss."""
     generator = torch.Generator().manual_seed(params.seed)
@@ -194,5 +201,11 @@ def fit_classifier(
         validate,
     )
     return fit(
-        loop, params=params, monitor=monitor, store=store, resume_key=resume_key, hooks=hooks
+        loop,
+        params=params,
+        monitor=monitor,
+        store=store,
+        resume_key=resume_key,
+        hooks=hooks,
+        meta=meta,
     )

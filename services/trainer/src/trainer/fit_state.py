@@ -28,6 +28,8 @@ class FitState:
     best_state: dict[str, torch.Tensor] | None = None
     stale: int = 0  # epochs since the monitored metric last improved
     history: list[dict[str, Any]] = field(default_factory=list)
+    # Job-level position beyond this fit (cross-validation: the fold and the finished folds).
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 def _rng_state(generator: torch.Generator) -> dict[str, Any]:
@@ -78,6 +80,7 @@ def save_checkpoint(
             "best_state": state.best_state,
             "stale": state.stale,
             "history": state.history,
+            "meta": state.meta,
         },
         "rng": _rng_state(generator),
     }
@@ -107,6 +110,13 @@ def load_checkpoint(
         scaler.load_state_dict(payload["scaler"])
     _restore_rng(payload["rng"], generator)
     return FitState(**payload["fit"])
+
+
+def checkpoint_meta(store: BlobStore, key: str) -> dict[str, Any]:
+    """The job-level position a checkpoint carries (e.g. its cross-validation fold)."""
+    payload = torch.load(io.BytesIO(store.get(key)), map_location="cpu", weights_only=True)
+    meta: dict[str, Any] = payload["fit"].get("meta") or {}
+    return meta
 
 
 def delete_checkpoint(store: BlobStore, key: str | None) -> None:

@@ -30,6 +30,7 @@ class ItemRef:
     width: int
     height: int
     mask_key: str | None = None  # segmentation label map
+    group: str | None = None  # patient/study pseudonym: cross-validation keeps it in one fold
 
 
 def load_items(session: Session, dataset_version_id: uuid.UUID) -> dict[str, list[ItemRef]]:
@@ -43,13 +44,14 @@ def load_items(session: Session, dataset_version_id: uuid.UUID) -> dict[str, lis
             DatasetItem.width,
             DatasetItem.height,
             DatasetItem.mask_key,
+            DatasetItem.group_id,
         )
         .where(DatasetItem.dataset_version_id == dataset_version_id)
         .order_by(DatasetItem.split, DatasetItem.sha256)
     ).all()
     splits: dict[str, list[ItemRef]] = {s.value: [] for s in Split}
-    for split, key, label, boxes, width, height, mask_key in rows:
-        splits[split].append(ItemRef(key, label, boxes, width, height, mask_key))
+    for split, key, label, boxes, width, height, mask_key, group in rows:
+        splits[split].append(ItemRef(key, label, boxes, width, height, mask_key, group))
     return splits
 
 

@@ -80,7 +80,9 @@ class Reporter:
             self._summary(state), phase="training", step=self.progress.get("steps")
         )
         epoch = {
-            k: row[k] for k in ("epoch", "train_loss", "val_loss", "val_metrics", "lr", "seconds")
+            k: row[k]
+            for k in ("fold", "epoch", "train_loss", "val_loss", "val_metrics", "lr", "seconds")
+            if k in row
         }
         with self.ctx.sessions() as session:
             ok = jobstate.record_epoch(
@@ -100,6 +102,10 @@ class Reporter:
         self.checkpoint_key = checkpoint_key
         self._last_write = time.monotonic()
         return True
+
+    def fold(self, fold: int, folds: int) -> None:
+        """A cross-validation job starts (or resumes) fold ``fold`` of ``folds``."""
+        self._write(phase="training", fold=fold, folds=folds, epoch=0, step=0)
 
     def phase(self, name: str, state: FitState) -> None:
         self._write(phase=name, **self._summary(state))

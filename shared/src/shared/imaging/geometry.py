@@ -45,7 +45,8 @@ class Letterbox:
         b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         scale = np.array([self.scale_x, self.scale_y, self.scale_x, self.scale_y])
         offset = np.array([self.pad_left, self.pad_top, self.pad_left, self.pad_top])
-        return b * scale + offset
+        mapped: Boxes = b * scale + offset
+        return mapped
 
     def to_original(self, boxes: npt.ArrayLike) -> Boxes:
         """Network-input boxes -> original-image boxes, clipped to the image."""

@@ -23,7 +23,8 @@ PALETTE = [
 def to_uint8_rgb(pixels: np.ndarray) -> np.ndarray:
     """[0, 1] float HxW or HxWx3 -> uint8 HxWx3."""
     rgb = np.repeat(pixels[..., None], 3, axis=2) if pixels.ndim == 2 else pixels
-    return (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
+    out: np.ndarray = (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
+    return out
 
 
 def draw_detections(

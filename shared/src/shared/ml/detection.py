@@ -83,7 +83,7 @@ def _torchvision_backbone_weights(cfg: DetectorConfig, backbone: str) -> object:
     # Raises with the file name when absent; present in torch.hub's cache means torchvision
     # loads it from there and never downloads.
     imagenet_checkpoint_path(backbone)
-    return get_model_weights(backbone).IMAGENET1K_V1  # type: ignore[attr-defined]
+    return get_model_weights(backbone).IMAGENET1K_V1
 
 
 def _retinanet(builder: Callable[..., nn.Module], backbone: str) -> Callable[..., nn.Module]:
@@ -157,7 +157,10 @@ class LiteFPNBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         features = self.body.forward_features(x)
-        return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(features)))
+        maps: OrderedDict[str, torch.Tensor] = self.fpn(
+            OrderedDict((str(i), f) for i, f in enumerate(features))
+        )
+        return maps
 
 
 def _fasterrcnn_lite0(cfg: DetectorConfig) -> nn.Module:
@@ -169,7 +172,7 @@ def _fasterrcnn_lite0(cfg: DetectorConfig) -> nn.Module:
     roi_pool = MultiScaleRoIAlign(["0", "1", "2"], output_size=7, sampling_ratio=2)
     representation = 512
     box_head = TwoMLPHead(backbone.out_channels * 7 * 7, representation)
-    return tvd.FasterRCNN(
+    model: nn.Module = tvd.FasterRCNN(
         backbone,
         rpn_anchor_generator=anchors,
         rpn_head=rpn_head,
@@ -189,6 +192,7 @@ def _fasterrcnn_lite0(cfg: DetectorConfig) -> nn.Module:
         image_mean=_rgb(cfg.mean),
         image_std=_rgb(cfg.std),
     )
+    return model
 
 
 DETECTORS: dict[str, Callable[[DetectorConfig], nn.Module]] = {

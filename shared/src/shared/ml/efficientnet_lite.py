@@ -112,7 +112,8 @@ class MBConvBlock(nn.Module):
             if drop_connect_rate > 0.0:
                 out = stochastic_depth(out, drop_connect_rate, "row", self.training)
             out = out + x
-        return out
+        result: torch.Tensor = out
+        return result
 
 
 class EfficientNetLite0(nn.Module):
@@ -176,7 +177,8 @@ class EfficientNetLite0(nn.Module):
         x = self.forward_features(x)[-1]
         x = self.act(self._bn1(self._conv_head(x)))
         x = torch.flatten(self._avg_pool(x), 1)
-        return self._fc(self._dropout(x))
+        logits: torch.Tensor = self._fc(self._dropout(x))
+        return logits
 
 
 def efficientnet_lite0(num_classes: int = 1000) -> EfficientNetLite0:

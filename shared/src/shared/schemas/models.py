@@ -115,6 +115,11 @@ class ModelCard(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
     queue: Literal["cpu", "gpu"] = "cpu"
     kind: ModelKind = "single"
+    tta: Literal["none", "hflip"] = Field(
+        "none",
+        description="Test-time augmentation the workers apply: hflip averages the "
+        "probabilities of the image and its mirror (chosen on validation; see metrics.tta)",
+    )
     ensemble: EnsembleSpec | None = Field(
         None, description="Members and vote of an ensemble (kind 'ensemble' only)"
     )

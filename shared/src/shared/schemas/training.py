@@ -83,6 +83,21 @@ def missing_imagenet_file(architecture: str) -> Path | None:
     return None if path.is_file() else path
 
 
+class CrossValidation(BaseModel):
+    """k-fold cross-validation over train + validation, grouped by patient, stratified by class.
+
+    The test split stays locked: only the ensemble of the k fold models is evaluated on it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    folds: int = Field(5, ge=2, le=10)
+
+
+TtaMode = Literal["auto", "none", "hflip"]
+Finetune = Literal["full", "head"]
+
+
 class TrainingParams(BaseModel):
     """Hyper-parameters. Those a request leaves unset are derived from the dataset
     (`shared.recipes`); the values below are only the starting point of that derivation."""
@@ -115,6 +130,21 @@ class TrainingParams(BaseModel):
     bootstrap_samples: int = Field(1000, ge=0, le=10000, description="For 95% CIs on test")
     seed: int = 0
     amp: bool = Field(True, description="Mixed precision (CUDA only)")
+    cross_validation: CrossValidation | None = Field(
+        None,
+        description="Classification: k-fold cross-validation grouped by patient; the k fold "
+        "models are registered as a soft-voting ensemble (null: one model, no folds)",
+    )
+    tta: TtaMode = Field(
+        "auto",
+        description="Test-time augmentation (classification): hflip averages the image and "
+        "its mirror; auto turns it on only if it does not lower validation AUROC",
+    )
+    finetune: Finetune = Field(
+        "full",
+        description="full: train every weight; head: keep the pretrained backbone frozen and "
+        "train only the classification head (its features are computed once)",
+    )
 
 
 Hardware = Literal["cpu", "cuda"]
@@ -175,6 +205,7 @@ class TrainingJobCreate(BaseModel):
 
 
 class TrainingEpochPublic(BaseModel):
+    fold: int | None = Field(None, description="Cross-validation fold (1-based); None: no folds")
     epoch: int
     train_loss: float
     val_loss: float | None

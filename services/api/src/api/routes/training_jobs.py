@@ -72,6 +72,7 @@ def _public(
         worker=job.worker,
         epochs=[
             TrainingEpochPublic(
+                fold=e.fold or None,
                 epoch=e.epoch,
                 train_loss=e.train_loss,
                 val_loss=e.val_loss,

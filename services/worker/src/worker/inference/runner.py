@@ -53,8 +53,13 @@ class LoadedModel:
     @torch.inference_mode()
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         forward = self.forward or self.network
-        logits = forward(batch.to(self.device, non_blocking=True))
-        return torch.softmax(logits.float(), dim=1).cpu()
+        batch = batch.to(self.device, non_blocking=True)
+        probs = torch.softmax(forward(batch).float(), dim=1)
+        if self.card.tta == "hflip":
+            # The card's test-time augmentation (chosen on validation): mean over the mirror.
+            mirrored = torch.softmax(forward(torch.flip(batch, dims=[3])).float(), dim=1)
+            probs = (probs + mirrored) / 2
+        return probs.cpu()
 
 
 def load_model(version: ModelVersion, store: BlobStore, device: torch.device) -> LoadedModel:

@@ -26,9 +26,9 @@ def _split_from_name(name: str) -> str | None:
 
 def _parse_file(name: str, doc: dict[str, Any], index: ImageIndex, parsed: Parsed) -> None:
     categories = {c.get("id"): str(c.get("name")) for c in doc["categories"] if "name" in c}
-    for label in categories.values():
-        if label not in parsed.labels:
-            parsed.labels.append(label)
+    for name_of_class in categories.values():
+        if name_of_class not in parsed.labels:
+            parsed.labels.append(name_of_class)
     entries: dict[Any, Entry] = {}
     split = _split_from_name(name)
     for image in doc["images"]:

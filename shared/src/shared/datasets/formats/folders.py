@@ -45,7 +45,7 @@ def _apply_spec(name: str, spec: dict[str, Any], parsed: Parsed) -> None:
     ratios = spec.get("split") or spec.get("ratios")
     if ratios is not None:
         if isinstance(ratios, dict) and all(isinstance(v, int | float) for v in ratios.values()):
-            parsed.ratios = {SPLIT_NAMES.get(k, k): float(v) for k, v in ratios.items()}
+            parsed.ratios = {SPLIT_NAMES.get(str(k), str(k)): float(v) for k, v in ratios.items()}
         else:
             parsed.problem(name, '`split` must be {"train": 0.7, "validation": 0.15, ...}')
     if isinstance(spec.get("group_pattern"), str):

@@ -7,6 +7,8 @@ Create Date: 2026-12-02 19:10:00
 
 from __future__ import annotations
 
+from typing import Any
+
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -21,15 +23,15 @@ depends_on: str | Sequence[str] | None = None
 _NOW = sa.text("now()")
 
 
-def _id() -> sa.Column:
+def _id() -> sa.Column[Any]:
     return sa.Column("id", sa.Uuid(), primary_key=True)
 
 
-def _created() -> sa.Column:
+def _created() -> sa.Column[Any]:
     return sa.Column("created_at", sa.DateTime(timezone=True), server_default=_NOW, nullable=False)
 
 
-def _tenant() -> sa.Column:
+def _tenant() -> sa.Column[Any]:
     return sa.Column("tenant_id", sa.Uuid(), sa.ForeignKey("tenant.id"), nullable=False)
 
 
