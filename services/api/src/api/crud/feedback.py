@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from api.auth import Principal
+from api.authn_gate import Principal
 from shared.db.learning_models import FeedbackKind, ResultFeedback
 from shared.db.models import ImageStatus, Job, JobImage, Model, ModelVersion
 from shared.errors import Conflict, InvalidRequest, NotFound

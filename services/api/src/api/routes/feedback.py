@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response, status
 
 from api import audit
-from api.auth import JobsRead, Principal, require
+from api.auth import JobsRead, require
+from api.authn_gate import Principal
 from api.crud import feedback as crud
 from api.crud.jobs import get_job
 from api.deps import SessionDep, SettingsDep
