@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from shared.errors import InvalidRequest
 from shared.recipes import Fingerprint, derive
 from shared.schemas.training import TrainingParams
 
@@ -48,10 +51,32 @@ def test_large_images_are_capped_and_balanced_classes_unweighted() -> None:
 def test_epochs_follow_optimiser_steps() -> None:
     small = _recipe("segmentation", _stats(458, 300, {"nodule": 458}))
     large = _recipe("segmentation", _stats(20000, 300, {"nodule": 20000}))
-    # 458 images at batch 16 = 29 steps per epoch -> ~1000 steps needs 35 epochs.
-    assert small.params.batch_size == 16 and small.params.epochs == 35
+    # 458 images at batch 16 = 29 steps per epoch -> ~2000 segmentation steps need 69 epochs.
+    assert small.params.batch_size == 16 and small.params.epochs == 69
     assert large.params.epochs == 10  # the floor: 1250 steps per epoch
-    assert small.params.patience == 9 and large.params.patience == 5
+    assert small.params.patience == 18 and large.params.patience == 5
+    # Classification aims at half the steps: its head converges sooner than a U-Net decoder.
+    cls = _recipe("classification", _stats(458, 300, {"a": 229, "b": 229}))
+    assert cls.params.batch_size == 32 and cls.params.epochs == 67  # 15 steps/epoch, ~1000
+
+
+def test_segmentation_gets_a_time_budget_and_a_warm_up_schedule() -> None:
+    recipe = _recipe("segmentation", _stats(458, 300, {"nodule": 458}))
+    assert recipe.params.time_budget_s == 3600
+    assert "anneals by then" in _entry(recipe, "time_budget_s").reason
+    assert "warm-up" in _entry(recipe, "lr").reason
+    caller = _recipe("segmentation", _stats(458, 300, {"n": 458}), params={"time_budget_s": 600})
+    assert caller.params.time_budget_s == 600
+    assert _entry(caller, "time_budget_s").source == "caller"
+    cls = _recipe("classification", _stats(458, 300, {"a": 229, "b": 229}))
+    assert cls.params.time_budget_s is None
+    assert all(e.field != "time_budget_s" for e in cls.public.entries)
+
+
+def test_a_time_budget_for_other_tasks_is_refused() -> None:
+    with pytest.raises(InvalidRequest, match="segmentation training only"):
+        _recipe("classification", _stats(40, 64, {"a": 20, "b": 20}),
+                params={"time_budget_s": 600})  # fmt: skip
 
 
 def test_small_datasets_get_smaller_batches() -> None:
@@ -79,7 +104,7 @@ def test_explicit_values_always_win() -> None:
     assert (recipe.architecture, recipe.start_from) == ("unet_resnet34", "random")
     p = recipe.params
     assert (p.epochs, p.image_size, p.hflip_prob, p.batch_size) == (3, 96, 0.0, 8)
-    assert p.patience == 5  # derived from the caller's 3 epochs, not from the derived 35
+    assert p.patience == 5  # derived from the caller's 3 epochs, not from the derived 69
     sources = {e.field: e.source for e in recipe.public.entries}
     assert {f for f, s in sources.items() if s == "caller"} == {
         "architecture", "start_from", "epochs", "image_size", "hflip_prob", "batch_size",

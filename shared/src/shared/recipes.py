@@ -19,7 +19,11 @@ optimiser steps and image geometry rather than tuned to one set:
 - class-weighted loss only when the training classes are imbalanced;
 - horizontal flips for segmentation (the mask flips with the image) but not for
   classification, where laterality can carry meaning (a chest film is not left-right
-  symmetric).
+  symmetric);
+- segmentation: twice the step target (a U-Net's decoder starts from scratch and validation
+  Dice keeps rising long after classification has converged), a wall-clock budget per
+  hardware class, and a learning rate that warms up and then anneals by whichever of the two
+  ends first, so a run cut short by its budget still finishes its schedule.
 
 Torch-free: the API derives the recipe when it accepts the job, so it is fixed for every
 attempt (a resumed job continues with the same values) and visible before training starts.
@@ -57,7 +61,12 @@ _LR = {"classification": CLASSIFICATION_LR, "detection": DETECTION_LR,
        "segmentation": SEGMENTATION_LR}  # fmt: skip
 # Optimiser steps a run aims at when the caller sets no epochs (the same for every task: the
 # epoch count then scales inversely with the dataset, which is the point).
-_TARGET_STEPS = {"classification": 1000, "detection": 1000, "segmentation": 1000}
+_TARGET_STEPS = {"classification": 1000, "detection": 1000, "segmentation": 2000}
+# Segmentation's wall-clock budget per hardware class: the step target bounds fast hardware,
+# this bounds a slow or shared one (the schedule anneals by whichever ends first).
+_TIME_BUDGET_S: dict[tuple[str, Hardware], int] = {
+    ("segmentation", "cpu"): 3600, ("segmentation", "cuda"): 3600,
+}  # fmt: skip
 _MIN_EPOCHS, _MAX_EPOCHS = 10, 100
 _MIN_PATIENCE, _MAX_PATIENCE = 5, 20
 # Input side caps by (task, hardware): a CPU pays for every pixel.
@@ -177,6 +186,14 @@ def _patience(epochs: int) -> tuple[int, str]:
     return patience, f"{patience}: a quarter of {epochs} epochs (bounded 5-20)"
 
 
+def _time_budget(task: str, hardware: Hardware) -> tuple[int, str]:
+    budget = _TIME_BUDGET_S[(task, hardware)]
+    return budget, (
+        f"{budget}: at most {budget / 60:g} min of training on {hardware}; the learning rate "
+        "anneals by then if the planned epochs are not done"
+    )
+
+
 def _class_weights(fp: Fingerprint) -> tuple[str, str]:
     counts = [c for c in fp.train_class_counts.values() if c > 0]
     if len(counts) < 2:
@@ -245,7 +262,12 @@ def derive(
     derived["epochs"] = (epochs, why)
     effective_epochs = params.epochs if "epochs" in caller_params else epochs
     derived["patience"] = _patience(effective_epochs)
-    derived["lr"] = (_LR[fp.task], f"{_LR[fp.task]:g}: AdamW, the {fp.task} default (cosine)")
+    if fp.task == "segmentation":
+        derived["lr"] = (_LR[fp.task], f"{_LR[fp.task]:g}: AdamW, linear warm-up over the first "
+                         "5% of the run, then cosine per step to the step target or the time "
+                         "budget, whichever comes first")  # fmt: skip
+    else:
+        derived["lr"] = (_LR[fp.task], f"{_LR[fp.task]:g}: AdamW, the {fp.task} default (cosine)")
     if fp.task == "classification":
         derived["class_weights"] = _class_weights(fp)
         derived["hflip_prob"] = (0.0, "0: laterality can carry meaning (chest films)")
@@ -253,8 +275,13 @@ def derive(
         derived["tta"] = ("auto", recipe_rules.TTA_REASON)
     elif fp.task == "segmentation":
         derived["hflip_prob"] = (0.5, "0.5: the mask flips with the image; no laterality label")
+        derived["time_budget_s"] = _time_budget(fp.task, hardware)
     if params.cross_validation is not None and fp.task != "classification":
         raise InvalidRequest(f"cross_validation is for classification, not {fp.task}")
+    if "time_budget_s" in caller_params and fp.task != "segmentation":
+        raise InvalidRequest(
+            f"time_budget_s is honoured by segmentation training only, not {fp.task}"
+        )
 
     values = params.model_dump()
     for field, (value, reason) in derived.items():

@@ -127,6 +127,13 @@ class TrainingParams(BaseModel):
     target_sensitivity: float = Field(
         0.95, gt=0, le=1, description="Binary: the operating point is chosen on validation"
     )
+    time_budget_s: int | None = Field(
+        None,
+        ge=60,
+        le=7 * 24 * 3600,
+        description="Segmentation: wall-clock seconds for the training epochs; the LR schedule "
+        "anneals by the budget or the planned epochs, whichever comes first",
+    )
     bootstrap_samples: int = Field(1000, ge=0, le=10000, description="For 95% CIs on test")
     seed: int = 0
     amp: bool = Field(True, description="Mixed precision (CUDA only)")

@@ -64,8 +64,10 @@ def letterbox_pair(
 
 
 class SegmentationPresetTrain:
-    """Random affine (scale 0.8-1.2, rotation +-15 deg, shift 10 %), optional flips, and
-    brightness/contrast jitter; applied before the letterbox so the whole field of view moves."""
+    """Random affine (scale 0.8-1.2, rotation +-15 deg, shift 10 %), optional flips,
+    brightness/contrast jitter and, on 30 % of images, a gamma in 0.7-1.5 (nnU-Net's range:
+    ultrasound and CT/MR windows differ mostly in their tone curve); applied before the
+    letterbox so the whole field of view moves."""
 
     def __init__(self, spec: InputSpec, *, hflip_prob: float = 0.0) -> None:
         self.spec, self.hflip_prob = spec, hflip_prob
@@ -87,6 +89,8 @@ class SegmentationPresetTrain:
         ].long()
         contrast, brightness = rng.uniform(0.8, 1.2), rng.uniform(-0.1, 0.1)
         image = ((image - image.mean()) * contrast + image.mean() + brightness).clamp(0, 1)
+        if rng.random() < 0.3:
+            image = image ** rng.uniform(0.7, 1.5)
         x, m, _ = letterbox_pair(image, mask, self.spec)
         return x, m
 

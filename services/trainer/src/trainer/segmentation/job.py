@@ -44,6 +44,7 @@ from trainer.segmentation.data import (
     collate_eval,
 )
 from trainer.segmentation.engine import DiceCELoss, evaluate
+from trainer.segmentation.schedule import ProgressSchedule
 
 EVAL_BATCH = 8
 
@@ -133,11 +134,29 @@ def run_segmentation(ctx: TrainerContext, job: JobSpec, reporter: Reporter) -> s
     optimizer = torch.optim.AdamW(param_groups(network, params.weight_decay), lr=lr)
     scaler = make_scaler(params, device)
     criterion = DiceCELoss()
+    # Per-step warm-up + cosine to the planned steps or the time budget (the default);
+    # "plateau" keeps the per-epoch reduce-on-plateau rule shared with classification.
+    schedule: Any = (
+        ProgressSchedule(
+            optimizer,
+            total_steps=params.epochs * len(train_loader),
+            budget_s=params.time_budget_s,
+        )
+        if params.lr_scheduler == "cosine"
+        else make_scheduler(optimizer, params, job.monitor)
+    )
+    per_batch = isinstance(schedule, ProgressSchedule)
 
     def train_epoch(on_step: Callable[[int, float], None]) -> float:
         train_ds.epoch += 1
+
+        def stepped(step: int, loss: float) -> None:
+            if per_batch:
+                schedule.step_batch()
+            on_step(step, loss)
+
         return train_one_epoch(
-            network, criterion, optimizer, train_loader, device, scaler=scaler, on_step=on_step
+            network, criterion, optimizer, train_loader, device, scaler=scaler, on_step=stepped
         )
 
     def validate() -> tuple[float | None, dict[str, float | None]]:
@@ -146,12 +165,13 @@ def run_segmentation(ctx: TrainerContext, job: JobSpec, reporter: Reporter) -> s
     loop = Loop(
         network,
         optimizer,
-        make_scheduler(optimizer, params, job.monitor),
+        schedule,
         scaler,
         generator,
         len(train_loader),
         train_epoch,
         validate,
+        should_stop=schedule.exhausted if per_batch else None,
     )
     state = fit(
         loop,
@@ -176,8 +196,9 @@ def run_segmentation(ctx: TrainerContext, job: JobSpec, reporter: Reporter) -> s
         test_monitor = scores.summary()
         incumbent = _incumbent(ctx, job, labels, refs["test"], device) if job.promote else None
         n_images = {name: len(items) for name, items in refs.items()}
+        schedule_text = schedule.describe() if per_batch else "reduce on plateau (per epoch)"
         card = _card(job, labels, spec, dataset_name, provenance, n_images, test, state,
-                     params, start, device, started, train_seconds)  # fmt: skip
+                     params, start, device, started, train_seconds, schedule_text)  # fmt: skip
         reporter.artifacts(
             {
                 "curves.png": ("image/png", curves_png(state.history, job.monitor)),
@@ -220,6 +241,7 @@ def _card(
     device: torch.device,
     started: float,
     train_seconds: float,
+    schedule: str,
 ) -> ModelCard:
     dice, ci = test.get("dice"), test.get("dice_ci95")
     shown = f"test Dice {dice} (95% CI {ci})" if dice is not None else "no test Dice"
@@ -254,8 +276,10 @@ def _card(
             extra={
                 "params": {**params.model_dump(), "lr": params.lr or SEGMENTATION_LR},
                 "loss": "cross-entropy + soft Dice (foreground classes)",
+                "schedule": schedule,
                 "augmentation": "affine (scale 0.8-1.2, rotation 15 deg, shift 10%), "
-                f"hflip p={params.hflip_prob}, brightness/contrast; same geometry on the mask",
+                f"hflip p={params.hflip_prob}, brightness/contrast, gamma 0.7-1.5 (p=0.3); "
+                "same geometry on the mask",
                 "start_from": start,
                 "monitor": job.monitor,
                 "best_epoch": state.best_epoch,
