@@ -25,6 +25,7 @@ from fastapi import FastAPI
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from api import checkpoint_retention
 from shared import deletion
 from shared.config import Settings
 from shared.db.models import IdempotencyRecord
@@ -118,6 +119,7 @@ async def run_forever(
                 log.info("expired idempotency records", extra={"deleted": deleted})
         try:
             await apply_retention(sessionmaker, store, grace)
+            await checkpoint_retention.drop_final_checkpoints(sessionmaker, store, grace)
             if time.monotonic() - last_sweep >= settings.orphan_sweep_seconds:
                 last_sweep = time.monotonic()
                 await sweep_orphans(sessionmaker, store, grace)
