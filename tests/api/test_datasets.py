@@ -400,3 +400,18 @@ def test_tenant_isolation_and_scopes(
         assert reader.get(version["url"]).status_code == 200
         assert upload(reader, pneumonia_tiny_zip(), "nope").status_code == 403
     assert trainer.get(f"/v1/datasets/{uuid.uuid4()}").status_code == 404
+
+
+def test_datasets_are_addressed_by_name_as_models_are(trainer: httpx.Client) -> None:
+    version = imported(trainer, pneumonia_tiny_zip(), "by-name")
+    by_name = trainer.get("/v1/datasets/by-name")
+    assert by_name.status_code == 200, by_name.text
+    assert by_name.json() == trainer.get(f"/v1/datasets/{version['dataset_id']}").json()
+    first = trainer.get("/v1/datasets/by-name/versions/1").json()
+    assert (first["dataset_id"], first["url"]) == (version["dataset_id"], version["url"])
+    page = trainer.get("/v1/datasets/by-name/versions/1/items", params={"limit": 5}).json()
+    assert len(page["items"]) == 5
+    missing = trainer.get("/v1/datasets/no-such-dataset")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"].startswith("application/problem+json")
+    assert missing.json()["type"].endswith("dataset-not-found")

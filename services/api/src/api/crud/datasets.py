@@ -72,6 +72,26 @@ async def get_dataset(
     return dataset
 
 
+async def find_dataset(*, session: AsyncSession, tenant_id: uuid.UUID, ref: str) -> Dataset:
+    """The tenant's dataset named ``ref`` (as models are found by name), or with id ``ref``.
+
+    Names are unique per tenant; an id still resolves, so the `url` of a version (which
+    carries the id) and links made before names were accepted keep working.
+    """
+    try:
+        by = Dataset.id == uuid.UUID(ref)
+    except ValueError:
+        by = Dataset.name == ref
+    dataset = await session.scalar(
+        select(Dataset)
+        .where(by, Dataset.tenant_id == tenant_id)
+        .options(selectinload(Dataset.versions))
+    )
+    if dataset is None:
+        raise DatasetNotFound(f"no dataset {ref!r}")
+    return dataset
+
+
 async def list_datasets(*, session: AsyncSession, tenant_id: uuid.UUID) -> list[Dataset]:
     rows = await session.scalars(
         select(Dataset)

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from enum import StrEnum
 from typing import IO, Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile, status
+from fastapi import APIRouter, Depends, File, Form, Path, Query, Response, UploadFile, status
 from starlette.concurrency import run_in_threadpool
 
 from api import audit
@@ -21,15 +20,14 @@ from api.auth import Principal, authenticate
 from api.crud import datasets as crud
 from api.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
 from api.enqueue import submit_dataset_import
-from shared import safe_regex
+from shared import job_state, safe_regex
 from shared.auth import Scope, has_scope
 from shared.config import Settings
 from shared.datasets.formats import SourceFormat, Task, detect_format, task_of
 from shared.datasets.records import GROUP_SOURCES
 from shared.datasets.safezip import ZipLimits, open_archive
 from shared.datasets.splits import normalize_ratios
-from shared.db.base import utcnow
-from shared.db.models import DatasetStatus, Split
+from shared.db.models import DatasetVersion, Split
 from shared.errors import Forbidden, InvalidRequest, ServiceUnavailable
 from shared.schemas.datasets import (
     DatasetItemsPublic,
@@ -60,6 +58,11 @@ def _require_any(*scopes: Scope):  # type: ignore[no-untyped-def]
 
 DatasetsRead = Annotated[Principal, Depends(_require_any(Scope.TRAIN, Scope.JOBS_READ))]
 DatasetsWrite = Annotated[Principal, Depends(_require_any(Scope.TRAIN))]
+# The path segment names a dataset as models are named (by name); its id works too. The
+# template keeps `{dataset_id}` so routes, audit rules and links that name it stay valid.
+DatasetRef = Annotated[
+    str, Path(max_length=100, description="The dataset's name (or its id)", examples=["chest"])
+]
 
 
 def _ratios(raw: str | None) -> dict[str, float] | None:
@@ -163,8 +166,7 @@ async def create_dataset_version(
     try:
         await submit_dataset_import(celery, version_id=version.id)
     except ServiceUnavailable as exc:
-        version.status, version.finished_at = DatasetStatus.FAILED, utcnow()
-        version.error_type, version.error_detail = exc.type, exc.detail
+        await job_state.fail_async(session, DatasetVersion, exc, DatasetVersion.id == version.id)
         await session.commit()
         raise
     response.headers["Location"] = views.version_url(dataset.id, version.version)
@@ -180,11 +182,11 @@ async def read_datasets(principal: DatasetsRead, session: SessionDep) -> Dataset
 
 @router.get("/{dataset_id}", response_model=DatasetPublic, responses={404: {}})
 async def read_dataset(
-    dataset_id: uuid.UUID, principal: DatasetsRead, session: SessionDep
+    dataset_id: DatasetRef, principal: DatasetsRead, session: SessionDep
 ) -> DatasetPublic:
     """A dataset, its versions and the newest version's counts and image sizes."""
-    dataset = await crud.get_dataset(
-        session=session, tenant_id=principal.tenant_id, dataset_id=dataset_id
+    dataset = await crud.find_dataset(
+        session=session, tenant_id=principal.tenant_id, ref=dataset_id
     )
     return views.dataset_public(dataset, with_latest=True)
 
@@ -193,11 +195,11 @@ async def read_dataset(
     "/{dataset_id}/versions/{version}", response_model=DatasetVersionPublic, responses={404: {}}
 )
 async def read_dataset_version(
-    dataset_id: uuid.UUID, version: int, principal: DatasetsRead, session: SessionDep
+    dataset_id: DatasetRef, version: int, principal: DatasetsRead, session: SessionDep
 ) -> DatasetVersionPublic:
     """Import status and progress, counts per class and split, image sizes, problems."""
-    dataset = await crud.get_dataset(
-        session=session, tenant_id=principal.tenant_id, dataset_id=dataset_id
+    dataset = await crud.find_dataset(
+        session=session, tenant_id=principal.tenant_id, ref=dataset_id
     )
     return views.version_public(dataset, crud.find_version(dataset, version))
 
@@ -208,7 +210,7 @@ async def read_dataset_version(
     responses={404: {}},
 )
 async def read_dataset_items(
-    dataset_id: uuid.UUID,
+    dataset_id: DatasetRef,
     version: int,
     principal: DatasetsRead,
     session: SessionDep,
@@ -217,8 +219,8 @@ async def read_dataset_items(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> DatasetItemsPublic:
     """The images of a version with label/boxes, split and group, page by page."""
-    dataset = await crud.get_dataset(
-        session=session, tenant_id=principal.tenant_id, dataset_id=dataset_id
+    dataset = await crud.find_dataset(
+        session=session, tenant_id=principal.tenant_id, ref=dataset_id
     )
     found = crud.find_version(dataset, version)
     items, next_cursor = await crud.list_items(

@@ -14,10 +14,11 @@ from api.crud import models as crud
 from api.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
 from api.enqueue import submit_guard, submit_guard_quietly
 from api.model_uploads import ModelUpload, register_upload
+from shared import model_lifecycle
 from shared.auth import Scope
 from shared.db.models import Model
 from shared.errors import Conflict, Forbidden
-from shared.model_lifecycle import delete_model, delete_version, deprecate, remove_alias
+from shared.model_lifecycle import delete_version, deprecate, remove_alias
 from shared.registry import set_alias
 from shared.schemas.models import (
     AliasPublic,
@@ -217,13 +218,13 @@ async def deprecate_model_version(
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, responses=_WRITE_ERRORS)
-async def delete_model_route(name: str, principal: ModelsAdmin, session: SessionDep) -> None:
+async def delete_model(name: str, principal: ModelsAdmin, session: SessionDep) -> None:
     """Soft-delete a model: no new jobs; old results and `GET .../versions/{v}` still read.
 
     409 while a live ensemble of another model has one of its versions as a member.
     """
     model = await _writable(session, principal, name)
-    await session.run_sync(lambda s: delete_model(s, model))
+    await session.run_sync(lambda s: model_lifecycle.delete_model(s, model))
     await audit.record(session, principal, "model.delete", "model", name)
     await session.commit()
 
