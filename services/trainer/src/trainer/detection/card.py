@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.schemas.models import DataProvenance, InputSpec, ModelCard, TrainingRecord
-from trainer.card import provenance_lines
+from trainer.card_sections import card_head, card_tail, join_lines, labels_cell
 
 BCCD_DATA = DataProvenance(
     source="BCCD (Shenggan/BCCD_Dataset @ d272fb14cdff6e473fafeeeba32aba5f560e9e43): 364 "
@@ -82,32 +82,14 @@ def render_detection_readme(card: ModelCard) -> str:
     """Human-readable card for a detector, generated from the same data as card.json."""
     spec, m = card.input, card.metrics
     test, val = m.get("test", {}), m.get("validation", {})
-    lines = [
-        f"# {card.name}",
-        "",
-        "<!-- Generated from card.json by trainer.detection.card; do not edit by hand. -->",
-        "",
-        card.description,
-        "",
-        "| | |",
-        "|---|---|",
-        f"| Task | {card.task} |",
+    rows = [
         f"| Architecture | `{card.architecture}` |",
-        f"| Labels | {', '.join(f'`{x}`' for x in card.labels)} |",
+        f"| Labels | {labels_cell(card.labels)} |",
         f"| Input | {spec.channels} x {spec.size} x {spec.size}, `{spec.resize}` (aspect kept, "
         f"boxes mapped back to original pixels); mean {[round(v, 4) for v in spec.mean]}, "
         f"std {[round(v, 4) for v in spec.std]} |",
-        f"| Queue | {card.queue} |",
-        "",
-        "## Intended use",
-        "",
-        card.intended_use,
-        "",
-        "## Limitations",
-        "",
-        card.limitations,
-        "",
     ]
+    lines = card_head(card, generator="trainer.detection.card", rows=rows)
     if test:
         n = m.get("n_images", {})
         lines += [
@@ -134,13 +116,9 @@ def render_detection_readme(card: ModelCard) -> str:
         lines.append("|---|---:|---|")
         lines += [f"| {b['method']} | {_ap(b['map_50'])} | {b['source']} |" for b in m["baselines"]]
         lines.append("")
-    lines += provenance_lines(card)
-    lines += [
-        "## Files",
-        "",
-        "- `card.json`: this card, machine-readable (`shared.schemas.models.ModelCard`).",
-        "- `weights.pt`: `state_dict` in float16; build with "
-        "`shared.ml.detection.build_detector` and load with `load_detector_state`.",
-        "",
-    ]
-    return "\n".join(lines) + "\n"
+    lines += card_tail(
+        card,
+        how_to_load="build with `shared.ml.detection.build_detector` and load with "
+        "`load_detector_state`",
+    )
+    return join_lines(lines)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.schemas.models import ModelCard
-from trainer.card import provenance_lines
+from trainer.card_sections import card_head, card_tail, join_lines, labels_cell
 
 
 def _ci(value: Any) -> str:
@@ -18,33 +18,14 @@ def _num(value: Any, digits: int = 3) -> str:
 
 def render_segmentation_readme(card: ModelCard) -> str:
     spec, test = card.input, card.metrics.get("test") or {}
-    lines = [
-        f"# {card.name}",
-        "",
-        "<!-- Generated from card.json by trainer.segmentation.card; do not edit by hand. -->",
-        "",
-        card.description,
-        "",
-        "| | |",
-        "|---|---|",
-        "| Task | segmentation |",
+    rows = [
         f"| Architecture | `{card.architecture}` (segmentation-models-pytorch U-Net, "
         f"{len(card.labels)} output channels, softmax) |",
-        f"| Labels | {', '.join(f'`{x}`' for x in card.labels)} (class id = position; "
-        f"`{card.labels[0]}` = 0) |",
+        f"| Labels | {labels_cell(card.labels)} (class id = position; `{card.labels[0]}` = 0) |",
         f"| Input | 3 x {spec.size} x {spec.size}; resize `{spec.resize}` (masks are mapped "
         f"back to the uploaded image's grid); mean {spec.mean}, std {spec.std} |",
-        f"| Queue | {card.queue} |",
-        "",
-        "## Intended use",
-        "",
-        card.intended_use,
-        "",
-        "## Limitations",
-        "",
-        card.limitations,
-        "",
     ]
+    lines = card_head(card, generator="trainer.segmentation.card", rows=rows)
     if test:
         lines += [
             f"## Performance on the held-out test split (n = {test['n_cases']} images)",
@@ -67,14 +48,9 @@ def render_segmentation_readme(card: ModelCard) -> str:
             "bootstrap over test images. No choice (epoch, threshold) was made on test.",
             "",
         ]
-    lines += provenance_lines(card)
-    lines += [
-        "## Files",
-        "",
-        "- `card.json`: this card, machine-readable (`shared.schemas.models.ModelCard`).",
-        "- `weights.pt`: `state_dict` in float16; build with "
-        "`shared.ml.segmentation.build_segmenter` and load with "
-        "`shared.ml.architectures.load_state_dict`.",
-        "",
-    ]
-    return "\n".join(lines) + "\n"
+    lines += card_tail(
+        card,
+        how_to_load="build with `shared.ml.segmentation.build_segmenter` and load with "
+        "`shared.ml.architectures.load_state_dict`",
+    )
+    return join_lines(lines)
