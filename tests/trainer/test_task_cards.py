@@ -10,8 +10,12 @@ _SPEC = InputSpec(size=224, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225
                   resize="letterbox")  # fmt: skip
 _DATA = DataProvenance(source="fixture", licence="CC0", citation="none", split="70/15/15")
 _TRAINING = TrainingRecord(
-    command="POST /v1/training-jobs (job 1)", epochs=3, wall_time_s=90.0, hardware="cpu",
-    seed=0, extra={"schedule": "warm-up then cosine", "history": [1, 2]},
+    command="POST /v1/training-jobs (job 1)",
+    epochs=3,
+    wall_time_s=90.0,
+    hardware="cpu",
+    seed=0,
+    extra={"schedule": "warm-up then cosine", "history": [1, 2]},
 )
 
 
