@@ -328,17 +328,71 @@ def register_package(session: Session, store: BlobStore, folder: Path) -> ModelV
 def register_bundled(session: Session, store: BlobStore, root: Path) -> list[ModelVersion]:
     """Register every package folder under ``root`` (the repo's ``models/``).
 
-    A bundled model without a ``production`` alias gets one on its bundled version, so
-    plain-name jobs keep running it when other versions are added later.
+    Single models first (``card.json`` + ``weights.pt``), then ensembles (a ``card.json`` of
+    kind ``ensemble`` and no weights), whose members are bundled packages pinned to the
+    exact versions registered from those packages' weights. A bundled model without a
+    ``production`` alias gets one on its bundled version, so plain-name jobs keep running it
+    when other versions are added later.
+
+    Raises:
+        InvalidRequest: a bundled ensemble names a member that is not a bundled package, or
+            its card was measured on member weights other than the bundled ones.
     """
     if not root.is_dir():
         return []
-    versions = [
-        register_package(session, store, folder)
-        for folder in sorted(root.iterdir())
-        if (folder / CARD_FILE).is_file() and (folder / WEIGHTS_FILE).is_file()
+    folders = [f for f in sorted(root.iterdir()) if (f / CARD_FILE).is_file()]
+    singles = {
+        folder.name: register_package(session, store, folder)
+        for folder in folders
+        if (folder / WEIGHTS_FILE).is_file()
+    }
+    ensembles = [
+        register_bundled_ensemble(session, store, folder, singles)
+        for folder in folders
+        if not (folder / WEIGHTS_FILE).is_file()
     ]
+    versions = [*singles.values(), *ensembles]
     for version in versions:
         if alias_target(session, version.model, PRODUCTION) is None:
             set_alias(session, version, PRODUCTION)
     return versions
+
+
+def register_bundled_ensemble(
+    session: Session, store: BlobStore, folder: Path, bundled: dict[str, ModelVersion]
+) -> ModelVersion:
+    """Register a bundled ensemble package, its members pinned to the bundled versions.
+
+    The card's ``ensemble.members`` are package names in the same ``models/`` folder; each
+    resolves to the version registered from that package's weights (never to whatever
+    ``production`` points at), so the ensemble runs exactly what its card was measured on.
+    ``metrics.members`` records each member's weights sha256 at measurement time; a package
+    whose weights changed since makes registration fail instead of serving stale metrics.
+    """
+    card = read_package_card(folder)
+    if card.ensemble is None:
+        raise InvalidRequest(f"bundled package {folder.name!r} has neither weights nor members")
+    measured = {m["name"]: m.get("weights_sha256") for m in card.metrics.get("members", [])}
+    versions = []
+    for ref in card.ensemble.members:
+        version = bundled.get(ref)
+        if version is None:
+            raise InvalidRequest(
+                f"bundled ensemble {card.name!r}: member {ref!r} is not a package in "
+                f"{folder.parent} (bundled ensembles name bundled packages only)"
+            )
+        if measured.get(ref) != version.weights_sha256:
+            raise InvalidRequest(
+                f"bundled ensemble {card.name!r} was measured on other weights of {ref!r} "
+                f"(card: {measured.get(ref)}, package: {version.weights_sha256}); "
+                "re-measure the ensemble and rewrite its card"
+            )
+        versions.append(version)
+    if any(v.labels != card.labels for v in versions):
+        raise InvalidRequest(f"bundled ensemble {card.name!r}: members' labels differ")
+    weights = card.ensemble.weights or [1.0] * len(versions)
+    members = [
+        {"version_id": str(v.id), "ref": v.ref, "weight": w}
+        for v, w in zip(versions, weights, strict=True)
+    ]
+    return register_version(session, store, card, None, tenant_id=None, members=members)
