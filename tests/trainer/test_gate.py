@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import torch
 
 from shared.learning.gate_rule import Comparison, GateReport, decide
-from trainer.gate_stats import Scored, compare
+from trainer.gate_stats import Scored, box_recall, compare, compare_detection
 
 
 def _probs(positive: np.ndarray) -> np.ndarray:
@@ -99,3 +102,49 @@ def test_multiclass_uses_macro_auroc_and_macro_recall() -> None:
     )
     assert report.discrimination.metric == "macro_auroc"
     assert report.sensitivity.metric == "macro_recall" and report.passed
+
+
+def _scene(seed: int, n: int = 12) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Per image 1-3 true boxes; predictions near them (a slightly shifted copy, scored)."""
+    rng = np.random.default_rng(seed)
+    preds, targets = [], []
+    for _ in range(n):
+        k = int(rng.integers(1, 4))
+        xy = rng.uniform(0, 200, (k, 2))
+        boxes = torch.tensor(np.hstack([xy, xy + rng.uniform(20, 60, (k, 2))]), dtype=torch.float32)
+        labels = torch.tensor(rng.integers(1, 3, k), dtype=torch.int64)
+        targets.append({"boxes": boxes, "labels": labels})
+        preds.append(
+            {"boxes": boxes + 2.0, "labels": labels, "scores": torch.tensor(rng.uniform(0.5, 1, k))}
+        )
+    return preds, targets
+
+
+def test_detection_gate_compares_map_and_box_recall_paired() -> None:
+    preds, targets = _scene(7)
+    same = compare_detection(("d:1", preds), ("d:2", preds), targets, ["RBC", "WBC"],
+                             margin=0.01, samples=100, score_threshold=0.3)  # fmt: skip
+    assert same.discrimination.metric == "map_50" and same.discrimination.ci95 == [0.0, 0.0]
+    assert same.sensitivity.metric == "box_recall" and same.sensitivity.champion == 1.0
+    assert same.passed
+    # A challenger that finds only every other image's boxes: worse on both checks.
+    empty = {"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.int64),
+             "scores": torch.zeros(0)}  # fmt: skip
+    worse = [p if i % 2 else empty for i, p in enumerate(preds)]
+    refused = compare_detection(("d:1", preds), ("d:2", worse), targets, ["RBC", "WBC"],
+                                margin=0.01, samples=100, score_threshold=0.3)  # fmt: skip
+    d = refused.discrimination
+    assert d.difference < 0 and d.ci95 is not None and d.ci95[1] < 0
+    assert refused.sensitivity.challenger < 0.8 and not refused.passed
+
+
+def test_box_recall_needs_label_overlap_and_score() -> None:
+    truth = {"boxes": torch.tensor([[0.0, 0, 10, 10]]), "labels": torch.tensor([1])}
+    hit = {"boxes": torch.tensor([[1.0, 1, 10, 10]]), "labels": torch.tensor([1]),
+           "scores": torch.tensor([0.9])}  # fmt: skip
+    idx = np.arange(1)
+    assert box_recall([hit], [truth], idx, 0.3) == 1.0
+    assert box_recall([{**hit, "labels": torch.tensor([2])}], [truth], idx, 0.3) == 0.0
+    assert box_recall([{**hit, "scores": torch.tensor([0.1])}], [truth], idx, 0.3) == 0.0
+    far = {**hit, "boxes": torch.tensor([[20.0, 20, 30, 30]])}
+    assert box_recall([far], [truth], idx, 0.3) == 0.0
