@@ -58,6 +58,7 @@ def _wait(client: httpx.Client, job_id: str, timeout: float = 400) -> dict[str, 
     raise AssertionError(f"training job {job_id} not final after {timeout}s")
 
 
+@pytest.mark.timeout(1200)
 def test_cross_validation_registers_a_serving_ensemble(
     client: httpx.Client, dataset_version: str
 ) -> None:
@@ -141,6 +142,7 @@ def _trainer_child(stack: Stack) -> psutil.Process:
     return child
 
 
+@pytest.mark.timeout(1500)  # two folds of full training plus a redelivery on a shared box
 def test_killed_trainer_resumes_cross_validation_in_its_fold(
     stack: Stack, client: httpx.Client, dataset_version: str
 ) -> None:
@@ -175,7 +177,7 @@ def test_killed_trainer_resumes_cross_validation_in_its_fold(
     assert running["status"] == "running", running
     _trainer_child(stack).kill()  # SIGKILL in fold 2: no cleanup, no ack
     recorded = {(e["fold"], e["epoch"]) for e in running["epochs"]}
-    done = _wait(client, job_id)
+    done = _wait(client, job_id, timeout=1000)
     assert done["status"] == "succeeded", done["error"]
     assert done["attempts"] == 2
     rows = [(e["fold"], e["epoch"]) for e in done["epochs"]]

@@ -107,7 +107,7 @@ def _fit_head_only(
     """Frozen backbone: features once (un-augmented), the head trained on them."""
     reporter.phase("features", FitState())
     size = params.image_size
-    train = extract(network, data.split("train", eval_tf, size), device)
+    train = extract(network, data.split("train", eval_tf, size), device, on_batch=reporter.features)
     val = extract(network, data.split("validation", eval_tf, size), device)
     counts = [int(c) for c in torch.bincount(train.labels, minlength=len(data.labels))]
     state = fit_head(

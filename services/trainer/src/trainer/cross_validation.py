@@ -222,7 +222,7 @@ def _test_probs(run: CvRun, results: list[FoldResult], choices: list[str]) -> np
     eval_tf = ClassificationPresetEval(run.spec)
     test_ds = run.dataset(run.test, eval_tf)
     if run.params.finetune == "head":
-        feats = extract(run.start.network, test_ds, run.device)
+        feats = extract(run.start.network, test_ds, run.device, on_batch=run.reporter.features)
         name = head_name(run.start.network)
         per = []
         for r, c in zip(results, choices, strict=True):
@@ -290,7 +290,8 @@ def run_cross_validation(
     features: Features | None = None
     if params.finetune == "head":
         reporter.phase("features", FitState())
-        features = extract(start.network, run.dataset(dev, ClassificationPresetEval(spec)), device)
+        dev_ds = run.dataset(dev, ClassificationPresetEval(spec))
+        features = extract(start.network, dev_ds, device, on_batch=reporter.features)
     meta = checkpoint_meta(ctx.store, job.checkpoint_key) if job.checkpoint_key else {}
     first, done = int(meta.get("fold", 1)), list(meta.get("done", []))
     for fold in range(first, k + 1):

@@ -103,7 +103,15 @@ def fit_head(
     hooks: FitHooks,
     meta: dict[str, Any] | None = None,
 ) -> FitState:
-    """Train the head on cached features; ``best_state`` is the head's (weight, bias)."""
+    """Train the head on cached features; ``best_state`` is the head's (weight, bias).
+
+    The head trains on features standardised with the training set's mean and deviation
+    (every feature then moves the logits at the same rate, whatever its scale); the
+    standardisation is folded into the returned weight and bias, so they apply to raw features.
+    """
+    mean = train.plain.mean(dim=0)
+    std = train.plain.std(dim=0).clamp_min(1e-6)
+    train, val = _standardised(train, mean, std), _standardised(val, mean, std)
     _, head, _ = _split(network)
     nn.init.zeros_(head.weight)  # every class starts at equal probability
     nn.init.zeros_(head.bias)
@@ -154,7 +162,7 @@ def fit_head(
         train_epoch,
         validate,
     )
-    return fit(
+    state = fit(
         loop,
         params=params,
         monitor=monitor,
@@ -163,3 +171,12 @@ def fit_head(
         hooks=hooks,
         meta=meta,
     )
+    assert state.best_state is not None
+    weight = state.best_state["weight"] / std  # w . (x - m) / s + b = (w / s) . x + b'
+    bias = state.best_state["bias"] - weight @ mean
+    state.best_state = {"weight": weight, "bias": bias}
+    return state
+
+
+def _standardised(features: Features, mean: torch.Tensor, std: torch.Tensor) -> Features:
+    return Features((features.plain - mean) / std, (features.flipped - mean) / std, features.labels)

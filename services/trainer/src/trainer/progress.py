@@ -103,6 +103,11 @@ class Reporter:
         self._last_write = time.monotonic()
         return True
 
+    def features(self, batch: int, batches: int) -> None:
+        """Head-only training: the frozen backbone's pass over the images."""
+        if batch == batches or time.monotonic() - self._last_write >= STEP_REPORT_SECONDS:
+            self._write(phase="features", step=batch, steps=batches)
+
     def fold(self, fold: int, folds: int) -> None:
         """A cross-validation job starts (or resumes) fold ``fold`` of ``folds``."""
         self._write(phase="training", fold=fold, folds=folds, epoch=0, step=0)
