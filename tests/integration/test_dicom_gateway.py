@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 import uuid
 from pathlib import Path
@@ -15,6 +16,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from cli.stack import Stack
 from tests.conftest import FIXTURES, KeyFactory, client_for, wait_for_job
+from tests.dicom_helpers import assert_valid
 from tests.integration.orthanc import AE_TITLE, Orthanc
 
 CXR = sorted((FIXTURES / "pneumoniamnist").glob("*.dcm"))[:2]
@@ -95,9 +97,6 @@ def test_rule_rejects_unsafe_pattern(admin: httpx.Client) -> None:
     assert bad.headers["content-type"].startswith("application/problem+json")
 
 
-# Push, routing and the model run pass; the SR builder (shared.dicom_results.builder, issue 12
-# item 4) is not written yet, so nothing is delivered back. strict: it fails once it passes.
-@pytest.mark.xfail(strict=True, reason="SR builder not implemented yet (issue 12 item 4)")
 def test_orthanc_push_is_routed_and_sr_comes_back(
     admin: httpx.Client, orthanc: Orthanc, wired: dict[str, Any]
 ) -> None:
@@ -136,6 +135,38 @@ def test_orthanc_push_is_routed_and_sr_comes_back(
         what="the SR in Orthanc",
     ).json()
     assert len(found) == 1
+    # It is the job's SR (the UID of the job view and of report.dcm), and WADO-RS returns it.
+    sr_uid = found[0]["00080018"]["Value"][0]
+    objects = view["dicom_results"]
+    assert [(o["kind"], o["sop_instance_uid"]) for o in objects] == [("sr", sr_uid)]
+    assert delivery["sop_instance_uids"] == [sr_uid]
+    series_uid = found[0]["0020000E"]["Value"][0]
+    sr = _wado_instance(orthanc, original_uid, series_uid, sr_uid)
+    original = pydicom.dcmread(CXR[0], stop_before_pixels=True)
+    assert (sr.StudyInstanceUID, sr.PatientID) == (original_uid, original.PatientID)
+    refs = {
+        ref.ReferencedSOPInstanceUID
+        for series in sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence
+        for ref in series.ReferencedSOPSequence
+    }
+    assert refs == {original.SOPInstanceUID}  # re-identified: the hospital's own instance
+    assert_valid(sr)  # dciodvfy and PixelMed (TID 1500)
+    # The API's copy (de-identified) is the same object; its download is audited.
+    report = admin.get(f"/v1/jobs/{job['id']}/report.dcm")
+    assert report.status_code == 200 and report.headers["content-type"] == "application/dicom"
+    assert pydicom.dcmread(io.BytesIO(report.content)).SOPInstanceUID == sr_uid
+    events = admin.get("/v1/audit", params={"action": "job.report.read"}).json()["items"]
+    assert any(e["resource_id"] == job["id"] for e in events), events
+
+
+def _wado_instance(orthanc: Orthanc, study: str, series: str, instance: str) -> pydicom.Dataset:
+    """One instance by WADO-RS (multipart/related; type=application/dicom)."""
+    url = f"{orthanc.dicomweb}/studies/{study}/series/{series}/instances/{instance}"
+    answer = httpx.get(url, headers={"Accept": 'multipart/related; type="application/dicom"'})
+    answer.raise_for_status()
+    boundary = answer.headers["content-type"].split("boundary=")[1].split(";")[0].strip('"')
+    part = answer.content.split(b"--" + boundary.encode())[1]
+    return pydicom.dcmread(io.BytesIO(part.split(b"\r\n\r\n", 1)[1].rstrip(b"\r\n")))
 
 
 def admin_jobs(admin: httpx.Client) -> httpx.Client:
