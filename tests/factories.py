@@ -9,8 +9,10 @@ and, for jobs, sit on `IDLE_QUEUE`, which no worker of the test stack consumes.
 from __future__ import annotations
 
 import csv
+import io
 import time
 import uuid
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from cli.stack import Stack
 from shared.db.models import (
     DEFAULT_TENANT_ID,
     Dataset,
@@ -98,6 +101,36 @@ def imported_dataset(client: httpx.Client, data: bytes, name: str, **form: Any) 
     response = upload_dataset(client, data, name, **form)
     assert response.status_code == 202, response.text
     return wait_for_import(client, response.headers["Location"])
+
+
+def dataset_items(client: httpx.Client, version: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every item of a dataset version, page by page."""
+    items: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params = {"limit": 25, **({"cursor": cursor} if cursor else {})}
+        page = client.get(f"{version['url']}/items", params=params).raise_for_status().json()
+        items += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return items
+
+
+def zip_of(entries: list[tuple[zipfile.ZipInfo | str, bytes]]) -> bytes:
+    """A deflated zip of (name or ZipInfo, data) entries."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for info, data in entries:
+            archive.writestr(info, data)
+    return buffer.getvalue()
+
+
+def deid_secret(stack: Stack) -> bytes:
+    """The stack's de-identification secret (persisted by Settings.uid_salt on first use)."""
+    configured = stack.env.get("MEDIMG_DEIDENTIFY_UID_SALT")
+    if configured:
+        return configured.encode()
+    return (stack.config.data_dir / "secrets" / "deidentify-uid-salt").read_text().strip().encode()
 
 
 # ---------------------------------------------------------------- bare rows

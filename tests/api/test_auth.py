@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from cli.stack import Stack
-from tests.api.test_jobs import MODEL, _assert_problem, _files, _labelled_pngs, _submit
 from tests.conftest import KeyFactory, client_for, wait_for_job
+from tests.factories import MODEL, assert_problem, image_files, labelled_pngs, submit_job
 
 
 def test_every_endpoint_but_health_metrics_and_docs_needs_a_key(stack: Stack) -> None:
@@ -28,7 +28,7 @@ def test_every_endpoint_but_health_metrics_and_docs_needs_a_key(stack: Stack) ->
             ("GET", f"/v1/models/{MODEL}"),
         ):
             response = anonymous.request(method, path)
-            _assert_problem(response, 401, "unauthorized")
+            assert_problem(response, 401, "unauthorized")
             assert response.headers["www-authenticate"].startswith("Bearer")
 
 
@@ -43,29 +43,29 @@ def test_openapi_declares_the_bearer_scheme(stack: Stack) -> None:
 def test_unknown_keys_are_401(stack: Stack, key: str) -> None:
     with client_for(stack, None) as c:
         response = c.get("/v1/jobs", headers={"Authorization": f"Bearer {key}"})
-        _assert_problem(response, 401, "unauthorized")
+        assert_problem(response, 401, "unauthorized")
 
 
 def test_scopes_are_enforced(stack: Stack, make_key: KeyFactory) -> None:
-    path, _ = _labelled_pngs()[0]
+    path, _ = labelled_pngs()[0]
     with client_for(stack, make_key(scopes=("jobs:read",))) as reader:
         assert reader.get("/v1/jobs").status_code == 200
-        body = _assert_problem(_submit(reader, _files(path)), 403, "forbidden")
+        body = assert_problem(submit_job(reader, image_files(path)), 403, "forbidden")
         assert body["required_scope"] == "jobs:write"
     with client_for(stack, make_key(scopes=("train",))) as trainer:
-        _assert_problem(trainer.get("/v1/jobs"), 403, "forbidden")
+        assert_problem(trainer.get("/v1/jobs"), 403, "forbidden")
 
 
 def test_tenants_see_only_their_own_jobs(stack: Stack, make_key: KeyFactory) -> None:
-    path, _ = _labelled_pngs()[0]
+    path, _ = labelled_pngs()[0]
     with (
         client_for(stack, make_key(tenant="hospital-a")) as a,
         client_for(stack, make_key(tenant="hospital-b")) as b,
     ):
-        job = wait_for_job(a, _submit(a, _files(path)).json()["id"])
+        job = wait_for_job(a, submit_job(a, image_files(path)).json()["id"])
         assert job["status"] == "succeeded"
-        _assert_problem(b.get(f"/v1/jobs/{job['id']}"), 404, "job-not-found")
-        _assert_problem(b.post(f"/v1/jobs/{job['id']}/cancel"), 404, "job-not-found")
+        assert_problem(b.get(f"/v1/jobs/{job['id']}"), 404, "job-not-found")
+        assert_problem(b.post(f"/v1/jobs/{job['id']}/cancel"), 404, "job-not-found")
         assert job["id"] not in {j["id"] for j in b.get("/v1/jobs").json()["items"]}
         assert job["id"] in {j["id"] for j in a.get("/v1/jobs").json()["items"]}
         # Shared (bundled) models are visible to both tenants.
@@ -86,7 +86,7 @@ def test_revoked_key_stops_working(stack: Stack, make_key: KeyFactory) -> None:
         listed = subprocess.run([*cli, "list"], env=env, capture_output=True, text=True).stdout
         assert prefix in listed and key not in listed  # never prints secrets
         subprocess.run([*cli, "revoke", prefix], env=env, check=True, capture_output=True)
-        _assert_problem(c.get("/v1/jobs"), 401, "unauthorized")
+        assert_problem(c.get("/v1/jobs"), 401, "unauthorized")
     listed = subprocess.run([*cli, "list"], env=env, capture_output=True, text=True).stdout
     assert any(prefix in line and "revoked" in line for line in listed.splitlines())
 
@@ -98,5 +98,5 @@ def test_rate_limit_answers_429_with_retry_after(stack: Stack, make_key: KeyFact
     assert responses[0].status_code == 200
     limited = [r for r in responses if r.status_code == 429]
     assert 10 <= len(limited) <= 15
-    _assert_problem(limited[0], 429, "rate-limited")
+    assert_problem(limited[0], 429, "rate-limited")
     assert 0 < int(limited[0].headers["retry-after"]) <= 60

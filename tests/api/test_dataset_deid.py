@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from cli.stack import Stack
 from shared.datasets.importer import opaque_path
 from shared.db.models import DatasetItem, DatasetVersion
-from tests.api.test_datasets import _zip, all_items, deid_secret, imported
 from tests.conftest import FIXTURES, KeyFactory, client_for
+from tests.factories import dataset_items, deid_secret, imported_dataset, zip_of
 
 DICOM = FIXTURES / "pneumoniamnist" / "test_0000_pneumonia.dcm"
 
@@ -43,9 +43,9 @@ def test_dicom_members_are_stored_deidentified(
         for n in range(2)
     ]
     with client_for(stack, make_key(tenant="deid-datasets", scopes=("train",))) as client:
-        version = imported(client, _zip(entries), "deid")
+        version = imported_dataset(client, zip_of(entries), "deid")
         assert version["status"] == "ready", (version["error_detail"], version["errors"])
-        items = all_items(client, version)
+        items = dataset_items(client, version)
     assert len(items) == 16 and version["split_spec"]["group_by"] == "patient"
     assert len({i["group_id"] for i in items}) == 8  # one pseudonym per patient
     assert not any("MRN" in str(i["group_id"]) for i in items)
@@ -141,9 +141,9 @@ def test_dicom_ids_names_and_raw_upload_are_gone_from_db_and_store(
         for n in range(2)
     ]
     with client_for(stack, make_key(tenant="deid-ids", scopes=("train",))) as client:
-        version = imported(client, _zip(entries), "ids")
+        version = imported_dataset(client, zip_of(entries), "ids")
         assert version["status"] == "ready", (version["error_detail"], version["errors"])
-        items = all_items(client, version)
+        items = dataset_items(client, version)
     assert (
         len({i["group_id"] for i in items}) == 8 and version["split_spec"]["group_by"] == "patient"
     )
@@ -177,9 +177,9 @@ def test_png_jpeg_members_lose_text_and_group_pattern_captures_are_pseudonyms(
         entries.append((f"Task001_px/rawdata/{label}/{mrn}_a.png", _png(2 * p)))
         entries.append((f"Task001_px/rawdata/{label}/{mrn}_b.jpg", _jpeg(2 * p + 1)))
     with client_for(stack, make_key(tenant="deid-pixels", scopes=("train",))) as client:
-        version = imported(client, _zip(entries), "px", group_pattern=r"(MRN\d+)_")
+        version = imported_dataset(client, zip_of(entries), "px", group_pattern=r"(MRN\d+)_")
         assert version["status"] == "ready", (version["error_detail"], version["errors"])
-        items = all_items(client, version)
+        items = dataset_items(client, version)
     assert version["split_spec"]["group_by"] == "pattern"
     assert len({i["group_id"] for i in items}) == 8
     for needle in [*patients, "Zyxwv"]:
@@ -222,7 +222,7 @@ def _annotated(fmt: str, patients: list[str]) -> bytes:
             "categories": [{"id": 1, "name": "opacity"}],
         }
         files["annotations.json"] = json.dumps(coco).encode()
-    return _zip(list(files.items()))
+    return zip_of(list(files.items()))
 
 
 @pytest.mark.parametrize("fmt", ["rsna", "coco"])
@@ -231,10 +231,10 @@ def test_patient_ids_of_rsna_and_coco_files_are_only_pseudonyms(
 ) -> None:
     patients = [f"MRN{'55' if fmt == 'rsna' else '66'}4410{p:02d}" for p in range(12)]
     with client_for(stack, make_key(tenant=f"deid-{fmt}", scopes=("train",))) as client:
-        version = imported(client, _annotated(fmt, patients), fmt)
+        version = imported_dataset(client, _annotated(fmt, patients), fmt)
         assert version["status"] == "ready", (version["error_detail"], version["errors"])
         assert version["source_format"] == fmt
-        items = all_items(client, version)
+        items = dataset_items(client, version)
     assert len({i["group_id"] for i in items}) == 12
     for needle in patients:
         assert _rows_containing(db, needle) == {}, needle
@@ -247,7 +247,7 @@ def test_raw_upload_is_deleted_when_the_import_fails(
     entries = [(f"Task001_bad/rawdata/normal/MRN9911{n:02d}.png", _png(400 + n)) for n in range(4)]
     entries.append(("Task001_bad/rawdata/pneumonia/MRN991199.png", b"\x89PNG\r\n\x1a\nbroken"))
     with client_for(stack, make_key(tenant="deid-failed", scopes=("train",))) as client:
-        version = imported(client, _zip(entries), "bad")
+        version = imported_dataset(client, zip_of(entries), "bad")
     assert version["status"] == "failed"
     with db() as session:
         key = session.scalar(

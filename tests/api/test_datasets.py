@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 import uuid
 import xml.etree.ElementTree as ET
 import zipfile
@@ -17,6 +16,13 @@ import pytest
 from cli.stack import Stack
 from shared.pseudonyms import pseudonym
 from tests.conftest import KeyFactory, client_for
+from tests.factories import (
+    dataset_items,
+    deid_secret,
+    imported_dataset,
+    upload_dataset,
+    zip_of,
+)
 from tests.fixtures.datasets import (
     BCCD_TINY,
     PNEUMONIA_TINY,
@@ -26,14 +32,8 @@ from tests.fixtures.datasets import (
 )
 
 ZIP = "application/zip"
-
-
-def deid_secret(stack: Stack) -> bytes:
-    """The stack's de-identification secret (persisted by Settings.uid_salt on first use)."""
-    configured = stack.env.get("MEDIMG_DEIDENTIFY_UID_SALT")
-    if configured:
-        return configured.encode()
-    return (stack.config.data_dir / "secrets" / "deidentify-uid-salt").read_text().strip().encode()
+# Old names, still imported by tests/api/test_deletion.py (unfinished edits elsewhere).
+imported = imported_dataset
 
 
 def stored_name(stack: Stack, file_name: str) -> str:
@@ -47,41 +47,8 @@ def trainer(stack: Stack, make_key: KeyFactory) -> httpx.Client:
     return client_for(stack, make_key(tenant="datasets-a", scopes=("train",)))
 
 
-def upload(client: httpx.Client, data: bytes, name: str, **form: Any) -> httpx.Response:
-    fields = {"name": name, **{k: str(v) for k, v in form.items()}}
-    return client.post("/v1/datasets", data=fields, files={"file": ("data.zip", data, ZIP)})
-
-
-def wait_for_import(client: httpx.Client, url: str, timeout: float = 90) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        version: dict[str, Any] = client.get(url).raise_for_status().json()
-        if version["status"] != "importing":
-            return version
-        time.sleep(0.2)
-    raise AssertionError(f"import at {url} not finished after {timeout}s: {version}")
-
-
-def imported(client: httpx.Client, data: bytes, name: str, **form: Any) -> dict[str, Any]:
-    response = upload(client, data, name, **form)
-    assert response.status_code == 202, response.text
-    return wait_for_import(client, response.headers["Location"])
-
-
-def all_items(client: httpx.Client, version: dict[str, Any]) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        params = {"limit": 25, **({"cursor": cursor} if cursor else {})}
-        page = client.get(f"{version['url']}/items", params=params).raise_for_status().json()
-        items += page["items"]
-        cursor = page["next_cursor"]
-        if cursor is None:
-            return items
-
-
 def test_classification_folders_import_with_patient_groups(trainer: httpx.Client) -> None:
-    version = imported(trainer, pneumonia_tiny_zip(), "pneumonia-tiny")
+    version = imported_dataset(trainer, pneumonia_tiny_zip(), "pneumonia-tiny")
     assert version["status"] == "ready", (version["error_detail"], version["errors"])
     assert version["source_format"] == "folders" and version["task"] == "classification"
     assert version["labels"] == ["normal", "pneumonia"]
@@ -96,7 +63,7 @@ def test_classification_folders_import_with_patient_groups(trainer: httpx.Client
     }
     assert stats["image_size"]["width"] == {"min": 28, "median": 28, "max": 28}
     assert version["split_spec"]["group_by"] == "pattern"
-    items = all_items(trainer, version)
+    items = dataset_items(trainer, version)
     assert len(items) == 60 and len({i["sha256"] for i in items}) == 60
     splits_of_group: dict[str, set[str]] = defaultdict(set)
     for item in items:
@@ -109,11 +76,13 @@ def test_classification_folders_import_with_patient_groups(trainer: httpx.Client
 
 
 def test_new_upload_is_a_new_version_and_same_seed_same_split(trainer: httpx.Client) -> None:
-    first = imported(trainer, pneumonia_tiny_zip(), "seeded", seed=7)
-    second = imported(trainer, pneumonia_tiny_zip(), "seeded", seed=7)
-    other = imported(trainer, pneumonia_tiny_zip(), "seeded", seed=8)
+    first = imported_dataset(trainer, pneumonia_tiny_zip(), "seeded", seed=7)
+    second = imported_dataset(trainer, pneumonia_tiny_zip(), "seeded", seed=7)
+    other = imported_dataset(trainer, pneumonia_tiny_zip(), "seeded", seed=8)
     assert [first["version"], second["version"], other["version"]] == [1, 2, 3]
-    split = [{i["path"]: i["split"] for i in all_items(trainer, v)} for v in (first, second, other)]
+    split = [
+        {i["path"]: i["split"] for i in dataset_items(trainer, v)} for v in (first, second, other)
+    ]
     assert split[0] == split[1]
     assert split[0] != split[2]
     # Immutable: the first version is unchanged by later uploads.
@@ -144,7 +113,7 @@ def _bccd_images_with(annotation_name: str, annotation: bytes) -> bytes:
 
 
 def test_voc_detection_import(trainer: httpx.Client) -> None:
-    version = imported(trainer, bccd_tiny_zip(), "bccd-voc")
+    version = imported_dataset(trainer, bccd_tiny_zip(), "bccd-voc")
     assert version["status"] == "ready", (version["error_detail"], version["errors"])
     assert version["source_format"] == "voc" and version["task"] == "detection"
     assert version["labels"] == ["Platelets", "RBC", "WBC"]
@@ -155,7 +124,7 @@ def test_voc_detection_import(trainer: httpx.Client) -> None:
             boxes[label] += n
     assert dict(boxes) == {"RBC": 127, "WBC": 8, "Platelets": 8}
     assert stats["image_size"]["width"] == {"min": 640, "median": 640, "max": 640}
-    item = all_items(trainer, version)[0]
+    item = dataset_items(trainer, version)[0]
     assert item["label"] is None and item["boxes"][0].keys() == {"label", "box"}
 
 
@@ -176,7 +145,7 @@ def test_coco_detection_import(trainer: httpx.Client) -> None:
             for k, (label, b) in enumerate(boxes)
         ]
     data = _bccd_images_with("annotations/instances.json", json.dumps(coco).encode())
-    version = imported(trainer, data, "bccd-coco")
+    version = imported_dataset(trainer, data, "bccd-coco")
     assert version["status"] == "ready", (version["error_detail"], version["errors"])
     assert version["source_format"] == "coco"
     total = sum(n for per_split in version["stats"]["boxes"].values() for n in per_split.values())
@@ -211,12 +180,12 @@ def test_label_studio_detection_import_converts_percentages(
             }
         )
     data = _bccd_images_with("export.json", json.dumps(tasks).encode())
-    refused = upload(trainer, data, "bccd-ls")  # either task fits a Label Studio export
+    refused = upload_dataset(trainer, data, "bccd-ls")  # either task fits a Label Studio export
     assert refused.status_code == 422 and "send `task`" in refused.json()["detail"]
-    version = imported(trainer, data, "bccd-ls", task="detection")
+    version = imported_dataset(trainer, data, "bccd-ls", task="detection")
     assert version["status"] == "ready", (version["error_detail"], version["errors"])
     assert version["source_format"] == "labelstudio" and version["task"] == "detection"
-    items = {i["path"].split("/")[-1]: i for i in all_items(trainer, version)}
+    items = {i["path"].split("/")[-1]: i for i in dataset_items(trainer, version)}
     first = _bccd_objects()["BloodImage_00000.jpg"][0]
     assert items[stored_name(stack, "BloodImage_00000.jpg")]["boxes"][0] == {
         "label": first[0],
@@ -231,11 +200,11 @@ def test_rsna_csv_import_groups_by_patient(trainer: httpx.Client) -> None:
     for n, p in enumerate(pngs):
         rows += [f"{p.stem},2,3,10,12,1", f"{p.stem},15,15,8,8,1"] if n % 2 else [f"{p.stem},,,,,0"]
     files["stage_2_train_labels.csv"] = "\n".join(rows).encode()
-    version = imported(trainer, _zip(list(files.items())), "rsna-like")
+    version = imported_dataset(trainer, zip_of(list(files.items())), "rsna-like")
     assert version["status"] == "ready", (version["error_detail"], version["errors"])
     assert version["source_format"] == "rsna" and version["labels"] == ["opacity"]
     assert version["stats"]["images"] == 12 and version["stats"]["images_without_boxes"] == 6
-    items = all_items(trainer, version)
+    items = dataset_items(trainer, version)
     groups = {i["group_id"] for i in items}  # HMAC pseudonyms of the patientIds, never clear
     assert len(groups) == len(pngs) and not groups & {p.stem for p in pngs}
     assert all(g.startswith("group-") for g in groups)
@@ -249,16 +218,16 @@ def test_presplit_folders_keep_their_split_and_leaks_fail(trainer: httpx.Client)
 
     def presplit(split_of: Any) -> bytes:
         files = {f"{split_of(p)}/{p.parent.name}/{p.name}": p.read_bytes() for p in pngs}
-        return _zip(list(files.items()))
+        return zip_of(list(files.items()))
 
     by_patient = {"1": "validation", "2": "test"}  # pat0X1/pat0X2 -> val/test, others train
     good = presplit(lambda p: by_patient.get(p.name[5], "train"))
-    version = imported(trainer, good, "presplit", group_pattern=r"^(pat\d+)_")
+    version = imported_dataset(trainer, good, "presplit", group_pattern=r"^(pat\d+)_")
     assert version["status"] == "ready", (version["error_detail"], version["errors"])
     assert version["split_spec"]["presplit"] is True
     assert version["stats"]["images_per_split"] == {"train": 48, "validation": 6, "test": 6}
     leaky = presplit(lambda p: "test" if p.name.endswith("img3.png") else "train")
-    version = imported(trainer, leaky, "presplit-leak", group_pattern=r"^(pat\d+)_")
+    version = imported_dataset(trainer, leaky, "presplit-leak", group_pattern=r"^(pat\d+)_")
     assert version["status"] == "failed"
     leaks = [e for e in version["errors"] if e["problem"] == "in several splits: ['test', 'train']"]
     assert leaks and all(e["file"].startswith("group group-") for e in leaks)
@@ -288,7 +257,7 @@ def _broken_voc() -> bytes:
 
 
 def test_invalid_dataset_fails_listing_each_problem_by_file(trainer: httpx.Client) -> None:
-    version = imported(trainer, _broken_voc(), "broken-voc")
+    version = imported_dataset(trainer, _broken_voc(), "broken-voc")
     assert version["status"] == "failed" and version["error_type"] == "invalid-dataset"
     problems = {e["file"]: e["problem"] for e in version["errors"]}
     assert problems["JPEGImages/BloodImage_00099.jpg"].startswith("unreadable image")
@@ -298,7 +267,7 @@ def test_invalid_dataset_fails_listing_each_problem_by_file(trainer: httpx.Clien
         "same content (sha256) as JPEGImages/BloodImage_00003.jpg"
     )
     assert "4 problem(s)" in version["error_detail"]
-    assert all_items(trainer, version) == []  # nothing half-imported
+    assert dataset_items(trainer, version) == []  # nothing half-imported
 
 
 def test_duplicates_can_be_dropped(trainer: httpx.Client, stack: Stack) -> None:
@@ -306,8 +275,8 @@ def test_duplicates_can_be_dropped(trainer: httpx.Client, stack: Stack) -> None:
     data = zip_folder(
         PNEUMONIA_TINY, extra={"Task001_pneumonia/rawdata/normal/pat001_copy.png": png.read_bytes()}
     )
-    assert imported(trainer, data, "dupes")["status"] == "failed"
-    version = imported(trainer, data, "dupes-dropped", on_duplicate="drop")
+    assert imported_dataset(trainer, data, "dupes")["status"] == "failed"
+    version = imported_dataset(trainer, data, "dupes-dropped", on_duplicate="drop")
     assert version["status"] == "ready", version["errors"]
     assert version["stats"]["images"] == 60
     dropped = version["stats"]["dropped_duplicates"][0]["file"]
@@ -326,7 +295,7 @@ def test_empty_declared_class_and_unknown_label_fail(trainer: httpx.Client) -> N
             "Task001_pneumonia/rawdata/effusion/pat099_img1.png": _reencoded(png.read_bytes()),
         },
     )
-    version = imported(trainer, data, "bad-labels")
+    version = imported_dataset(trainer, data, "bad-labels")
     problems = {(e["file"], e["problem"]) for e in version["errors"]}
     assert ("(dataset)", "class 'covid' is empty") in problems
     assert (
@@ -344,33 +313,25 @@ def _reencoded(png: bytes) -> bytes:
     return out.getvalue()
 
 
-def _zip(entries: list[tuple[zipfile.ZipInfo | str, bytes]]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for info, data in entries:
-            archive.writestr(info, data)
-    return buffer.getvalue()
-
-
 def _symlink() -> bytes:
     info = zipfile.ZipInfo("rawdata/normal/link.png")
     info.create_system = 3
     info.external_attr = (0o120777) << 16
-    return _zip([(info, b"/etc/passwd")])
+    return zip_of([(info, b"/etc/passwd")])
 
 
 def _claims_huge_size() -> bytes:
-    data = bytearray(_zip([("rawdata/normal/a.png", b"x" * 100)]))
+    data = bytearray(zip_of([("rawdata/normal/a.png", b"x" * 100)]))
     central = data.index(b"PK\x01\x02")
     data[central + 24 : central + 28] = (0xFFFFFFF0).to_bytes(4, "little")
     return bytes(data)
 
 
 HOSTILE = {
-    "traversal": (_zip([("../../etc/evil.png", b"x")]), 422, "unsafe-archive", "outside"),
-    "absolute": (_zip([("/etc/evil.png", b"x")]), 422, "unsafe-archive", "absolute path"),
+    "traversal": (zip_of([("../../etc/evil.png", b"x")]), 422, "unsafe-archive", "outside"),
+    "absolute": (zip_of([("/etc/evil.png", b"x")]), 422, "unsafe-archive", "absolute path"),
     "symlink": (_symlink(), 422, "unsafe-archive", "symbolic link"),
-    "bomb": (_zip([("a.png", bytes(50 * 1024 * 1024))]), 413, "archive-too-large", "zip bomb"),
+    "bomb": (zip_of([("a.png", bytes(50 * 1024 * 1024))]), 413, "archive-too-large", "zip bomb"),
     "huge-claim": (_claims_huge_size(), 413, "archive-too-large", "limit per file"),
     "not-a-zip": (b"%PDF-1.4 not a zip", 415, "unsupported-archive", "not a zip"),
 }
@@ -379,7 +340,7 @@ HOSTILE = {
 @pytest.mark.parametrize("case", HOSTILE, ids=list(HOSTILE))
 def test_hostile_zips_are_refused_at_upload(trainer: httpx.Client, case: str) -> None:
     data, status, type_, words = HOSTILE[case]
-    response = upload(trainer, data, f"hostile-{case}")
+    response = upload_dataset(trainer, data, f"hostile-{case}")
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["type"].endswith(type_) and words in response.json()["detail"]
@@ -389,7 +350,7 @@ def test_hostile_zips_are_refused_at_upload(trainer: httpx.Client, case: str) ->
 def test_tenant_isolation_and_scopes(
     trainer: httpx.Client, stack: Stack, make_key: KeyFactory
 ) -> None:
-    version = imported(trainer, pneumonia_tiny_zip(), "private")
+    version = imported_dataset(trainer, pneumonia_tiny_zip(), "private")
     with client_for(stack, make_key(tenant="datasets-b", scopes=("train",))) as other:
         assert other.get(f"/v1/datasets/{version['dataset_id']}").status_code == 404
         assert other.get(version["url"]).status_code == 404
@@ -398,12 +359,12 @@ def test_tenant_isolation_and_scopes(
         assert "private" not in names
     with client_for(stack, make_key(tenant="datasets-a", scopes=("jobs:read",))) as reader:
         assert reader.get(version["url"]).status_code == 200
-        assert upload(reader, pneumonia_tiny_zip(), "nope").status_code == 403
+        assert upload_dataset(reader, pneumonia_tiny_zip(), "nope").status_code == 403
     assert trainer.get(f"/v1/datasets/{uuid.uuid4()}").status_code == 404
 
 
 def test_datasets_are_addressed_by_name_as_models_are(trainer: httpx.Client) -> None:
-    version = imported(trainer, pneumonia_tiny_zip(), "by-name")
+    version = imported_dataset(trainer, pneumonia_tiny_zip(), "by-name")
     by_name = trainer.get("/v1/datasets/by-name")
     assert by_name.status_code == 200, by_name.text
     assert by_name.json() == trainer.get(f"/v1/datasets/{version['dataset_id']}").json()

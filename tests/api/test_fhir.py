@@ -20,8 +20,8 @@ from shared.config import Settings
 from shared.db.base import utcnow
 from shared.db.models import Job, JobStatus, Model, ModelVersion
 from shared.imaging.deid import hashed_uid
-from tests.api.test_jobs import MODEL as CLASSIFIER
 from tests.conftest import FIXTURES, KeyFactory, client_for, wait_for_job
+from tests.factories import MODEL as CLASSIFIER
 from tests.fhir_schema import schema_errors
 from tests.worker.test_detection import MODEL as DETECTOR
 from tests.worker.test_detection import _dicom_of_jpeg

@@ -8,18 +8,21 @@ import uuid
 import httpx
 
 from cli.stack import Stack
-from tests.api.test_jobs import MODEL, _assert_problem, _files, _labelled_pngs
 from tests.conftest import MAX_REQUEST_BYTES, KeyFactory, client_for, wait_for_job
+from tests.factories import MODEL, assert_problem, image_files, labelled_pngs
 
 
 def _post(client: httpx.Client, key: str, *paths, model: str = MODEL) -> httpx.Response:  # type: ignore[no-untyped-def]
     return client.post(
-        "/v1/jobs", data={"model": model}, files=_files(*paths), headers={"Idempotency-Key": key}
+        "/v1/jobs",
+        data={"model": model},
+        files=image_files(*paths),
+        headers={"Idempotency-Key": key},
     )
 
 
 def test_a_retry_gets_the_original_response(stack: Stack, make_key: KeyFactory) -> None:
-    path, _ = _labelled_pngs()[0]
+    path, _ = labelled_pngs()[0]
     key = str(uuid.uuid4())
     with client_for(stack, make_key(tenant=f"idem-{key[:8]}")) as c:
         first = _post(c, key, path)
@@ -33,18 +36,18 @@ def test_a_retry_gets_the_original_response(stack: Stack, make_key: KeyFactory) 
 
 
 def test_same_key_with_a_different_request_is_422(api: httpx.Client) -> None:
-    (a, _), (b, _) = _labelled_pngs()[:2]
+    (a, _), (b, _) = labelled_pngs()[:2]
     key = str(uuid.uuid4())
     assert _post(api, key, a).status_code == 202
-    body = _assert_problem(_post(api, key, b), 422, "idempotency-key-reused")
+    body = assert_problem(_post(api, key, b), 422, "idempotency-key-reused")
     assert "different request" in body["detail"]
-    _assert_problem(_post(api, "bad key with spaces", a), 422, "invalid-idempotency-key")
+    assert_problem(_post(api, "bad key with spaces", a), 422, "invalid-idempotency-key")
 
 
 def test_failed_requests_are_not_stored(api: httpx.Client) -> None:
-    path, _ = _labelled_pngs()[0]
+    path, _ = labelled_pngs()[0]
     key = str(uuid.uuid4())
-    _assert_problem(_post(api, key, path, model="no-such-model"), 404, "model-not-found")
+    assert_problem(_post(api, key, path, model="no-such-model"), 404, "model-not-found")
     # A 4xx that is the client's final answer is replayed, not re-run.
     replay = _post(api, key, path, model="no-such-model")
     assert replay.status_code == 404 and replay.headers["idempotent-replayed"] == "true"
@@ -53,7 +56,7 @@ def test_failed_requests_are_not_stored(api: httpx.Client) -> None:
 def test_two_hundred_concurrent_identical_requests_make_one_job(
     stack: Stack, make_key: KeyFactory
 ) -> None:
-    path, _ = _labelled_pngs()[0]
+    path, _ = labelled_pngs()[0]
     tenant, key = f"burst-{uuid.uuid4().hex[:8]}", str(uuid.uuid4())
     secret = make_key(tenant=tenant)
 
@@ -64,7 +67,10 @@ def test_two_hundred_concurrent_identical_requests_make_one_job(
             base_url=stack.api_url, headers=headers, limits=limits, timeout=120
         ) as c:
             return await asyncio.gather(
-                *(c.post("/v1/jobs", data={"model": MODEL}, files=_files(path)) for _ in range(200))
+                *(
+                    c.post("/v1/jobs", data={"model": MODEL}, files=image_files(path))
+                    for _ in range(200)
+                )
             )
 
     responses = asyncio.run(burst())
@@ -77,9 +83,9 @@ def test_two_hundred_concurrent_identical_requests_make_one_job(
 
 
 def test_oversized_request_is_413_problem(api: httpx.Client) -> None:
-    path, _ = _labelled_pngs()[0]
+    path, _ = labelled_pngs()[0]
     big = ("files", ("big.png", b"\0" * (MAX_REQUEST_BYTES + 1024), "image/png"))
-    response = api.post("/v1/jobs", data={"model": MODEL}, files=[*_files(path), big])
+    response = api.post("/v1/jobs", data={"model": MODEL}, files=[*image_files(path), big])
     assert response.status_code == 413, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert api.get("/healthz").status_code == 200
@@ -99,4 +105,4 @@ def test_oversized_streamed_request_is_413_with_or_without_idempotency_key(
     headers = {"Content-Type": "multipart/form-data; boundary=x"}
     for extra in ({}, {"Idempotency-Key": str(uuid.uuid4())}):
         response = api.post("/v1/jobs", content=chunks(), headers={**headers, **extra})
-        _assert_problem(response, 413, "payload-too-large")
+        assert_problem(response, 413, "payload-too-large")

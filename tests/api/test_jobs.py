@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import uuid
 from pathlib import Path
 
@@ -11,34 +10,13 @@ import pydicom.data
 import pytest
 
 from tests.conftest import FIXTURES, wait_for_job
+from tests.factories import MODEL, PNEUMONIA, assert_problem, image_files, labelled_pngs, submit_job
 
-MODEL = "pneumonia-resnet18"
-PNEUMONIA = FIXTURES / "pneumoniamnist"
-
-
-def _labelled_pngs() -> list[tuple[Path, str]]:
-    with (PNEUMONIA / "labels.csv").open() as fh:
-        rows = list(csv.DictReader(fh))
-    names = {"0": "normal", "1": "pneumonia"}
-    return [(PNEUMONIA / r["file"], names[r["label"]]) for r in rows if r["file"].endswith(".png")]
-
-
-def _files(*paths: Path) -> list[tuple[str, tuple[str, bytes, str]]]:
-    return [("files", (p.name, p.read_bytes(), "application/octet-stream")) for p in paths]
-
-
-def _submit(api: httpx.Client, files: list, model: str = MODEL, **form: str) -> httpx.Response:
-    return api.post("/v1/jobs", data={"model": model, **form}, files=files)
-
-
-def _assert_problem(response: httpx.Response, status: int, type_suffix: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
-    assert body["status"] == status
-    assert body["type"].endswith(type_suffix), body
-    assert body["detail"] and "Traceback" not in body["detail"]
-    return body
+# Old private names, still imported by modules with unfinished edits of other engineers
+# (tests/api/test_deletion.py, tests/worker/test_bundled_ensemble.py); new code imports
+# tests.factories.
+_files, _labelled_pngs, _submit = image_files, labelled_pngs, submit_job
+_assert_problem = assert_problem
 
 
 def test_models_lists_the_bundled_pneumonia_model(api: httpx.Client) -> None:
@@ -52,8 +30,8 @@ def test_models_lists_the_bundled_pneumonia_model(api: httpx.Client) -> None:
 
 
 def test_png_job_round_trip_gives_meaningful_probabilities(api: httpx.Client) -> None:
-    images = _labelled_pngs()
-    response = _submit(api, _files(*(p for p, _ in images)))
+    images = labelled_pngs()
+    response = submit_job(api, image_files(*(p for p, _ in images)))
     assert response.status_code == 202, response.text
     created = response.json()
     assert response.headers["location"] == f"/v1/jobs/{created['id']}"
@@ -81,7 +59,7 @@ def test_jpeg_16bit_png_and_dicom_agree_with_the_8bit_png(api: httpx.Client) -> 
     variants = sorted(p for p in PNEUMONIA.iterdir() if p.suffix in (".jpg", ".dcm"))
     variants += sorted(PNEUMONIA.glob("*16bit*.png")) + sorted(PNEUMONIA.glob("*rgb*.png"))
     assert len(variants) >= 4
-    job = wait_for_job(api, _submit(api, _files(*variants)).json()["id"])
+    job = wait_for_job(api, submit_job(api, image_files(*variants)).json()["id"])
     assert job["status"] == "succeeded"
     by_name = {i["filename"]: i for i in job["images"]}
     for path in variants:
@@ -93,7 +71,7 @@ def test_jpeg_16bit_png_and_dicom_agree_with_the_8bit_png(api: httpx.Client) -> 
 def test_real_dicom_files_with_compressed_transfer_syntaxes(api: httpx.Client) -> None:
     dicoms = sorted((FIXTURES / "dicom").glob("*.dcm"))
     ct = Path(pydicom.data.get_testdata_file("CT_small.dcm"))
-    job = wait_for_job(api, _submit(api, _files(*dicoms, ct)).json()["id"])
+    job = wait_for_job(api, submit_job(api, image_files(*dicoms, ct)).json()["id"])
     assert job["status"] == "succeeded"
     failed = [i for i in job["images"] if i["status"] != "succeeded"]
     assert not failed, failed
@@ -104,10 +82,10 @@ def test_real_dicom_files_with_compressed_transfer_syntaxes(api: httpx.Client) -
 
 
 def test_truncated_jpeg_is_a_per_image_error_not_a_stuck_job(api: httpx.Client) -> None:
-    good = next(p for p, _ in _labelled_pngs())
+    good = next(p for p, _ in labelled_pngs())
     jpeg = next(PNEUMONIA.glob("*.jpg")).read_bytes()
-    files = _files(good) + [("files", ("cut.jpg", jpeg[: len(jpeg) // 2], "image/jpeg"))]
-    response = _submit(api, files)
+    files = image_files(good) + [("files", ("cut.jpg", jpeg[: len(jpeg) // 2], "image/jpeg"))]
+    response = submit_job(api, files)
     assert response.status_code == 202, response.text
     job = wait_for_job(api, response.json()["id"])
     assert job["status"] == "succeeded"
@@ -119,7 +97,7 @@ def test_truncated_jpeg_is_a_per_image_error_not_a_stuck_job(api: httpx.Client) 
 
 def test_job_whose_only_image_fails_is_failed_with_the_reason(api: httpx.Client) -> None:
     jpeg = next(PNEUMONIA.glob("*.jpg")).read_bytes()
-    response = _submit(api, [("files", ("cut.jpg", jpeg[: len(jpeg) // 2], "image/jpeg"))])
+    response = submit_job(api, [("files", ("cut.jpg", jpeg[: len(jpeg) // 2], "image/jpeg"))])
     job = wait_for_job(api, response.json()["id"])
     assert job["status"] == "failed"
     assert job["error"]["type"] == "invalid-image"
@@ -137,13 +115,13 @@ def test_job_whose_only_image_fails_is_failed_with_the_reason(api: httpx.Client)
 def test_unusable_uploads_are_refused_with_problem_json(
     api: httpx.Client, name: str, payload: bytes, status: int, type_: str
 ) -> None:
-    body = _assert_problem(_submit(api, [("files", (name, payload, "image/png"))]), status, type_)
+    body = assert_problem(submit_job(api, [("files", (name, payload, "image/png"))]), status, type_)
     assert body["errors"][0]["filename"] == name
 
 
 def test_dicom_without_pixel_data_is_refused(api: httpx.Client) -> None:
     rtplan = Path(pydicom.data.get_testdata_file("rtplan.dcm"))
-    body = _assert_problem(_submit(api, _files(rtplan)), 422, "invalid-image")
+    body = assert_problem(submit_job(api, image_files(rtplan)), 422, "invalid-image")
     assert "pixel data" in body["detail"].lower()
 
 
@@ -151,9 +129,9 @@ def test_one_bad_file_refuses_the_whole_request_and_stores_nothing(
     api: httpx.Client,
 ) -> None:
     before = api.get("/v1/jobs", params={"limit": 200}).json()["items"]
-    good = next(p for p, _ in _labelled_pngs())
-    files = _files(good) + [("files", ("x.txt", b"hello", "text/plain"))]
-    _assert_problem(_submit(api, files), 415, "unsupported-image")
+    good = next(p for p, _ in labelled_pngs())
+    files = image_files(good) + [("files", ("x.txt", b"hello", "text/plain"))]
+    assert_problem(submit_job(api, files), 415, "unsupported-image")
     after = api.get("/v1/jobs", params={"limit": 200}).json()["items"]
     assert [j["id"] for j in after] == [j["id"] for j in before]
 
@@ -166,22 +144,30 @@ def test_one_bad_file_refuses_the_whole_request_and_stores_nothing(
 def test_unknown_or_malformed_model_is_a_4xx(
     api: httpx.Client, model: str, status: int, type_: str
 ) -> None:
-    good = next(p for p, _ in _labelled_pngs())
-    _assert_problem(_submit(api, _files(good), model=model), status, type_)
+    good = next(p for p, _ in labelled_pngs())
+    assert_problem(submit_job(api, image_files(good), model=model), status, type_)
 
 
 def test_missing_fields_and_bad_params_are_422(api: httpx.Client) -> None:
-    good = next(p for p, _ in _labelled_pngs())
-    _assert_problem(api.post("/v1/jobs", data={"model": MODEL}), 422, "validation-error")
-    _assert_problem(_submit(api, _files(good), params="{not json"), 422, "invalid-request")
-    _assert_problem(_submit(api, _files(good), params='{"threshold": 7}'), 422, "invalid-request")
-    _assert_problem(_submit(api, _files(good), params='{"colour": 1}'), 422, "invalid-request")
+    good = next(p for p, _ in labelled_pngs())
+    assert_problem(api.post("/v1/jobs", data={"model": MODEL}), 422, "validation-error")
+    assert_problem(submit_job(api, image_files(good), params="{not json"), 422, "invalid-request")
+    assert_problem(
+        submit_job(api, image_files(good), params='{"threshold": 7}'), 422, "invalid-request"
+    )
+    assert_problem(
+        submit_job(api, image_files(good), params='{"colour": 1}'), 422, "invalid-request"
+    )
 
 
 def test_request_threshold_changes_the_decision(api: httpx.Client) -> None:
-    path = next(p for p, label in _labelled_pngs() if label == "normal")
-    low = wait_for_job(api, _submit(api, _files(path), params='{"threshold": 0.0}').json()["id"])
-    high = wait_for_job(api, _submit(api, _files(path), params='{"threshold": 1.0}').json()["id"])
+    path = next(p for p, label in labelled_pngs() if label == "normal")
+    low = wait_for_job(
+        api, submit_job(api, image_files(path), params='{"threshold": 0.0}').json()["id"]
+    )
+    high = wait_for_job(
+        api, submit_job(api, image_files(path), params='{"threshold": 1.0}').json()["id"]
+    )
     assert low["images"][0]["output"]["label"] == "pneumonia"
     assert high["images"][0]["output"]["label"] == "normal"
     # A request threshold is reported with what it achieved on the validation split.
@@ -192,14 +178,14 @@ def test_request_threshold_changes_the_decision(api: httpx.Client) -> None:
 
 
 def test_unknown_job_is_404_problem(api: httpx.Client) -> None:
-    _assert_problem(api.get(f"/v1/jobs/{uuid.uuid4()}"), 404, "job-not-found")
-    _assert_problem(api.get("/v1/jobs/not-a-uuid"), 422, "validation-error")
-    _assert_problem(api.get("/v1/nothing-here"), 404, "not-found")
+    assert_problem(api.get(f"/v1/jobs/{uuid.uuid4()}"), 404, "job-not-found")
+    assert_problem(api.get("/v1/jobs/not-a-uuid"), 422, "validation-error")
+    assert_problem(api.get("/v1/nothing-here"), 404, "not-found")
 
 
 def test_list_filters_and_paginates_without_gaps_or_repeats(api: httpx.Client) -> None:
-    good = next(p for p, _ in _labelled_pngs())
-    ids = {_submit(api, _files(good)).json()["id"] for _ in range(5)}
+    good = next(p for p, _ in labelled_pngs())
+    ids = {submit_job(api, image_files(good)).json()["id"] for _ in range(5)}
     seen: list[str] = []
     cursor = None
     while True:
@@ -216,14 +202,14 @@ def test_list_filters_and_paginates_without_gaps_or_repeats(api: httpx.Client) -
     assert ids <= {j["id"] for j in done}
     assert all(j["status"] == "succeeded" for j in done)
     assert api.get("/v1/jobs", params={"model": "other"}).json()["items"] == []
-    _assert_problem(api.get("/v1/jobs", params={"cursor": "garbage"}), 422, "invalid-request")
-    _assert_problem(api.get("/v1/jobs", params={"status": "lost"}), 422, "validation-error")
+    assert_problem(api.get("/v1/jobs", params={"cursor": "garbage"}), 422, "invalid-request")
+    assert_problem(api.get("/v1/jobs", params={"status": "lost"}), 422, "validation-error")
 
 
 def test_finished_job_cannot_be_cancelled(api: httpx.Client) -> None:
-    good = next(p for p, _ in _labelled_pngs())
-    job = wait_for_job(api, _submit(api, _files(good)).json()["id"])
-    body = _assert_problem(api.post(f"/v1/jobs/{job['id']}/cancel"), 409, "conflict")
+    good = next(p for p, _ in labelled_pngs())
+    job = wait_for_job(api, submit_job(api, image_files(good)).json()["id"])
+    body = assert_problem(api.post(f"/v1/jobs/{job['id']}/cancel"), 409, "conflict")
     assert body["status"] == 409
     assert api.get(f"/v1/jobs/{job['id']}").json()["status"] == "succeeded"
 

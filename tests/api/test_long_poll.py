@@ -6,12 +6,12 @@ import time
 
 import httpx
 
-from tests.api.test_jobs import _files, _labelled_pngs
+from tests.factories import image_files, labelled_pngs
 
 
 def test_wait_returns_when_the_job_finishes_with_its_final_status(api: httpx.Client) -> None:
-    image = _labelled_pngs()[0][0]
-    created = api.post("/v1/jobs", data={"model": "pneumonia-resnet18"}, files=_files(image))
+    image = labelled_pngs()[0][0]
+    created = api.post("/v1/jobs", data={"model": "pneumonia-resnet18"}, files=image_files(image))
     assert created.status_code == 202, created.text
     job_id = created.json()["id"]
     start = time.monotonic()

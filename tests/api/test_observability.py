@@ -7,8 +7,8 @@ import json
 import httpx
 
 from cli.stack import Stack
-from tests.api.test_jobs import MODEL, _files, _labelled_pngs, _submit
 from tests.conftest import wait_for_job
+from tests.factories import MODEL, image_files, labelled_pngs, submit_job
 
 
 def _samples(text: str, name: str) -> dict[str, float]:
@@ -21,8 +21,8 @@ def _samples(text: str, name: str) -> dict[str, float]:
 
 
 def test_api_metrics_report_jobs_queues_and_http(api: httpx.Client) -> None:
-    path, _ = _labelled_pngs()[0]
-    wait_for_job(api, _submit(api, _files(path)).json()["id"])
+    path, _ = labelled_pngs()[0]
+    wait_for_job(api, submit_job(api, image_files(path)).json()["id"])
     text = api.get("/metrics").text
     jobs = _samples(text, "medimg_jobs")
     assert jobs[f'medimg_jobs{{model="{MODEL}",status="succeeded"}}'] >= 1
@@ -36,13 +36,13 @@ def test_api_metrics_report_jobs_queues_and_http(api: httpx.Client) -> None:
 
 
 def test_worker_metrics_count_images_and_latency(api: httpx.Client, stack: Stack) -> None:
-    paths = [p for p, _ in _labelled_pngs()[:3]]
+    paths = [p for p, _ in labelled_pngs()[:3]]
     port = stack.config.worker_metrics_port
     before = _samples(
         httpx.get(f"http://127.0.0.1:{port}/metrics").text, "medimg_images_processed_total"
     )
     key = f'medimg_images_processed_total{{model="{MODEL}",status="succeeded"}}'
-    wait_for_job(api, _submit(api, _files(*paths)).json()["id"])
+    wait_for_job(api, submit_job(api, image_files(*paths)).json()["id"])
     text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
     after = _samples(text, "medimg_images_processed_total")
     assert after[key] - before.get(key, 0) == 3
@@ -58,7 +58,7 @@ def test_worker_metrics_count_images_and_latency(api: httpx.Client, stack: Stack
 def test_request_id_is_echoed_and_logs_are_json_without_file_names(
     api: httpx.Client, stack: Stack
 ) -> None:
-    path, _ = _labelled_pngs()[0]
+    path, _ = labelled_pngs()[0]
     secret_name = "DOE_JANE_19700101.png"  # file names can carry patient identifiers
     files = [("files", (secret_name, path.read_bytes(), "image/png"))]
     response = api.post(

@@ -23,8 +23,8 @@ import torch
 
 from cli.stack import Stack
 from shared.config import REPO_ROOT
-from tests.api.test_jobs import _assert_problem, _files, _labelled_pngs
 from tests.conftest import client_for, wait_for_job
+from tests.factories import assert_problem, image_files, labelled_pngs
 
 BUNDLED = REPO_ROOT / "models" / "pneumonia-resnet18"
 BUNDLED_CARD: dict[str, Any] = json.loads((BUNDLED / "card.json").read_text())
@@ -87,8 +87,8 @@ def _tar_package(card: str, weights: Path) -> bytes:
 
 
 def _job(api: httpx.Client, model: str) -> dict[str, Any]:
-    image = _labelled_pngs()[0][0]
-    response = api.post("/v1/jobs", data={"model": model}, files=_files(image))
+    image = labelled_pngs()[0][0]
+    response = api.post("/v1/jobs", data={"model": model}, files=image_files(image))
     assert response.status_code == 202, response.text
     return response.json()
 
@@ -153,12 +153,12 @@ def test_aliases_route_new_jobs_and_results_record_the_exact_version(
     assert api.get(f"/v1/models/{name}").json()["aliases"] == {"production": 2, "staging": 1}
     assert api.delete(f"/v1/models/{name}/aliases/staging").status_code == 204
     missing = api.post(
-        "/v1/jobs", data={"model": f"{name}@staging"}, files=_files(_labelled_pngs()[0][0])
+        "/v1/jobs", data={"model": f"{name}@staging"}, files=image_files(labelled_pngs()[0][0])
     )
-    _assert_problem(missing, 404, "model-not-found")
+    assert_problem(missing, 404, "model-not-found")
     bad = api.put(f"/v1/models/{name}/aliases/Bad Alias!", json={"version": 1})
-    _assert_problem(bad, 422, "invalid-request")
-    _assert_problem(
+    assert_problem(bad, 422, "invalid-request")
+    assert_problem(
         api.put(f"/v1/models/{name}/aliases/qa", json={"version": 9}), 404, "model-not-found"
     )
 
@@ -214,7 +214,7 @@ CASES: dict[str, tuple[Case, int, str, str]] = {
 def test_upload_validation_failures(api: httpx.Client, weights: dict[str, Path], case: str) -> None:
     build, status, type_suffix, needle = CASES[case]
     card, path, form = build(weights)
-    body = _assert_problem(_upload(api, card, path, **form), status, type_suffix)
+    body = assert_problem(_upload(api, card, path, **form), status, type_suffix)
     assert needle in body["detail"], body
     assert not _evil_marker().exists()
     if case == "bad card":
@@ -225,20 +225,20 @@ def test_package_format_and_permissions(
     api: httpx.Client, stack: Stack, make_key: Callable[..., str]
 ) -> None:
     not_archive = api.post("/v1/models", files={"package": ("m.txt", b"hello world")})
-    _assert_problem(not_archive, 415, "unsupported-model-package")
+    assert_problem(not_archive, 415, "unsupported-model-package")
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("README.md", "no card here")
-    _assert_problem(
+    assert_problem(
         api.post("/v1/models", files={"package": ("m.zip", buf.getvalue())}),
         422,
         "invalid-model-package",
     )
     with client_for(stack, make_key(scopes=("jobs:write",))) as jobs_only:
-        _assert_problem(jobs_only.post("/v1/models", data={"card": "{}"}), 403, "forbidden")
+        assert_problem(jobs_only.post("/v1/models", data={"card": "{}"}), 403, "forbidden")
     with client_for(stack, make_key(scopes=("models:admin",))) as tenant_admin:
         response = tenant_admin.put("/v1/models/pneumonia-resnet18/aliases/x", json={"version": 1})
-        _assert_problem(response, 403, "forbidden")
+        assert_problem(response, 403, "forbidden")
 
 
 def _ensemble(name: str, members: list[str], **extra: Any) -> str:
@@ -282,7 +282,7 @@ def test_ensemble_registration_pins_members_and_validates_them(
         assert response.status_code == 422, (case, response.text)
         assert response.json()["type"].endswith("invalid-model-card"), case
     with_weights = _upload(api, _ensemble(_name(), members), weights["bundled"])
-    _assert_problem(with_weights, 422, "invalid-model-package")
+    assert_problem(with_weights, 422, "invalid-model-package")
 
 
 def test_deprecate_and_delete_keep_old_results_readable(
@@ -304,17 +304,17 @@ def test_deprecate_and_delete_keep_old_results_readable(
         == 201
     )
     api.put(f"/v1/models/{name}/aliases/production", json={"version": 1}).raise_for_status()
-    _assert_problem(api.delete(f"/v1/models/{name}/versions/1"), 409, "conflict")  # alias
+    assert_problem(api.delete(f"/v1/models/{name}/versions/1"), 409, "conflict")  # alias
     api.delete(f"/v1/models/{name}/aliases/production").raise_for_status()
-    _assert_problem(api.delete(f"/v1/models/{name}/versions/1"), 409, "conflict")  # ensemble
-    _assert_problem(api.delete(f"/v1/models/{name}"), 409, "conflict")
+    assert_problem(api.delete(f"/v1/models/{name}/versions/1"), 409, "conflict")  # ensemble
+    assert_problem(api.delete(f"/v1/models/{name}"), 409, "conflict")
     assert api.delete(f"/v1/models/{member}").status_code == 204
     assert api.delete(f"/v1/models/{name}/versions/1").status_code == 204
 
     refused = api.post(
-        "/v1/jobs", data={"model": f"{name}:1"}, files=_files(_labelled_pngs()[0][0])
+        "/v1/jobs", data={"model": f"{name}:1"}, files=image_files(labelled_pngs()[0][0])
     )
-    _assert_problem(refused, 404, "model-not-found")
+    assert_problem(refused, 404, "model-not-found")
     after = api.get(f"/v1/jobs/{old['id']}").json()
     assert after["model"]["ref"] == f"{name}:1" and "deleted" in after["model"]["deprecated"]
     assert (

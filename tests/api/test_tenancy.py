@@ -23,8 +23,8 @@ from cli.stack import Stack
 from shared import apikeys
 from shared.config import REPO_ROOT, psycopg_url
 from shared.db.models import ApiKey, AuditEvent
-from tests.api.test_jobs import _assert_problem, _files, _labelled_pngs
 from tests.conftest import KeyFactory, client_for, wait_for_job
+from tests.factories import assert_problem, image_files, labelled_pngs
 
 BUNDLED = REPO_ROOT / "models" / "pneumonia-resnet18"
 CARD: dict[str, Any] = json.loads((BUNDLED / "card.json").read_text())
@@ -65,14 +65,14 @@ def test_a_tenant_cannot_add_versions_to_another_tenants_model(
         first = _upload(b, name, BUNDLED / "weights.pt")
         assert first.status_code == 201, first.text
         # A's admin key: new weights under B's name, and B's own weights again.
-        _assert_problem(_upload(a, name, other_weights), 409, "conflict")
+        assert_problem(_upload(a, name, other_weights), 409, "conflict")
         same = _upload(a, name, BUNDLED / "weights.pt")
-        body = _assert_problem(same, 409, "conflict")
+        body = assert_problem(same, 409, "conflict")
         assert "card" not in body and "version" not in body  # B's card is not handed out
         assert b.get(f"/v1/models/{name}").json()["versions"] == [1]
         # B's jobs on the plain name still run B's own version (no production alias set).
-        png = _labelled_pngs()[0][0]
-        created = b.post("/v1/jobs", data={"model": name}, files=_files(png))
+        png = labelled_pngs()[0][0]
+        created = b.post("/v1/jobs", data={"model": name}, files=image_files(png))
         assert created.status_code == 202, created.text
         job = wait_for_job(b, created.json()["id"])
         assert job["model"]["ref"] == f"{name}:1"
@@ -94,7 +94,7 @@ def test_shared_models_are_changed_only_by_the_platform_operator(
             _upload(tenant_admin, shared, other_weights),
             _upload(tenant_admin, f"shared-{uuid.uuid4().hex[:6]}", other_weights, shared="true"),
         ):
-            body = _assert_problem(response, 403, "forbidden")
+            body = assert_problem(response, 403, "forbidden")
             assert body["required_scope"] == "platform:admin"
     model = api.get(f"/v1/models/{shared}").json()
     assert model["deprecated_at"] is None and model["deleted_at"] is None
@@ -107,11 +107,11 @@ def test_tenant_admins_read_only_their_tenants_audit_events(
     stack: Stack, make_key: KeyFactory, api: httpx.Client
 ) -> None:
     mine, theirs = _tenant(), _tenant()
-    png = _labelled_pngs()[0][0]
+    png = labelled_pngs()[0][0]
     for tenant in (mine, theirs):
         with client_for(stack, make_key(tenant, ("jobs:write",))) as c:
             assert c.post("/v1/jobs", data={"model": "pneumonia-resnet18"},
-                          files=_files(png)).status_code == 202  # fmt: skip
+                          files=image_files(png)).status_code == 202  # fmt: skip
     with client_for(stack, make_key(mine, ("admin",))) as admin:
         own = admin.get("/v1/audit", params={"limit": 500}).json()["items"]
         asked = admin.get("/v1/audit", params={"tenant": theirs}).json()["items"]

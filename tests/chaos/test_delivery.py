@@ -22,25 +22,24 @@ from cli.stack import Stack
 from shared.config import Settings
 from shared.db.base import utcnow
 from shared.db.models import (
-    DEFAULT_TENANT_ID,
-    Dataset,
-    DatasetStatus,
-    DatasetVersion,
     ImageStatus,
     Job,
     JobImage,
     JobStatus,
-    Model,
     TrainingJob,
 )
 from shared.db.session import make_async_engine, make_async_sessionmaker
 from shared.queueing import make_celery, queue_keys
-from tests.api.test_jobs import MODEL, _files, _labelled_pngs, _submit
 from tests.chaos.harness import noise_png
 from tests.conftest import wait_for_job
-
-# No worker consumes this queue in the tests: jobs put there stay where the test left them.
-IDLE_QUEUE = "gpu"
+from tests.factories import (
+    IDLE_QUEUE,
+    bare_job,
+    bare_training_job,
+    image_files,
+    labelled_pngs,
+    submit_job,
+)
 
 
 def _settings(stack: Stack, **overrides: object) -> Settings:
@@ -53,56 +52,10 @@ def _settings(stack: Stack, **overrides: object) -> Settings:
     )
 
 
-def _bare_job(db: sessionmaker[Session], **values: object) -> uuid.UUID:
-    """A job row on the idle queue, without images or a broker message."""
-    with db() as s:
-        model = s.scalar(select(Model).where(Model.name == MODEL))
-        assert model is not None
-        job = Job(
-            tenant_id=DEFAULT_TENANT_ID,
-            model_name=MODEL,
-            model_version_id=model.versions[-1].id,
-            queue=IDLE_QUEUE,
-            image_count=0,
-            **values,
-        )
-        s.add(job)
-        s.commit()
-        return job.id
-
-
-def _bare_training_job(db: sessionmaker[Session], **values: object) -> uuid.UUID:
-    """A training job row on the idle queue, on a placeholder dataset version."""
-    with db() as s:
-        dataset = Dataset(tenant_id=DEFAULT_TENANT_ID, name="reconcile", task="classification")
-        version = DatasetVersion(
-            dataset=dataset,
-            version=1,
-            status=DatasetStatus.FAILED,
-            source_format="folders",
-            upload_key="none",
-            upload_sha256="0" * 64,
-        )
-        job = TrainingJob(
-            tenant_id=DEFAULT_TENANT_ID,
-            task="classification",
-            dataset_version=version,
-            architecture="resnet18",
-            start_from="random",
-            monitor="auroc",
-            model_name="reconcile-test",
-            queue=IDLE_QUEUE,
-            **values,
-        )
-        s.add_all([dataset, version, job])
-        s.commit()
-        return job.id
-
-
 def test_claim_is_a_lease_and_attempts_are_bounded(db: sessionmaker[Session]) -> None:
     from worker import jobs
 
-    job_id = _bare_job(db)
+    job_id = bare_job(db)
     with db() as s:
         first = jobs.claim(s, job_id, "cpu@a")
         assert first is not None and first.attempts == 1 and first.lease_expires_at is not None
@@ -129,8 +82,8 @@ def test_two_deliveries_at_once_store_one_result_per_image(
     from worker.context import make_context
     from worker.tasks.infer import run_inference_job
 
-    paths = [p for p, _ in _labelled_pngs()] * 2
-    job = wait_for_job(api, _submit(api, _files(*paths)).json()["id"])
+    paths = [p for p, _ in labelled_pngs()] * 2
+    job = wait_for_job(api, submit_job(api, image_files(*paths)).json()["id"])
     job_id = uuid.UUID(job["id"])
     with db() as s:  # as if never run: the same message is now delivered twice
         s.execute(
@@ -178,8 +131,8 @@ def test_reconciler_resends_lost_jobs_once_and_fails_exhausted_ones(
     from api.reconciler import ids_in_broker, reconcile_once
 
     old = utcnow() - timedelta(minutes=10)
-    lost = _bare_job(db, created_at=old)
-    expired = _bare_job(
+    lost = bare_job(db, created_at=old)
+    expired = bare_job(
         db,
         created_at=old,
         status=JobStatus.RUNNING,
@@ -187,7 +140,7 @@ def test_reconciler_resends_lost_jobs_once_and_fails_exhausted_ones(
         worker="cpu@gone",
         lease_expires_at=utcnow() - timedelta(seconds=5),
     )
-    exhausted = _bare_job(
+    exhausted = bare_job(
         db,
         created_at=old,
         status=JobStatus.RUNNING,
@@ -195,8 +148,8 @@ def test_reconciler_resends_lost_jobs_once_and_fails_exhausted_ones(
         worker="cpu@gone",
         lease_expires_at=utcnow() - timedelta(seconds=5),
     )
-    fresh = _bare_job(db)  # its message may still be on its way: left alone
-    training = _bare_training_job(db, created_at=old)
+    fresh = bare_job(db)  # its message may still be on its way: left alone
+    training = bare_training_job(db, created_at=old)
     settings = _settings(stack, max_attempts=3, reconcile_grace_seconds=60)
 
     async def passes() -> tuple[list[uuid.UUID], list[uuid.UUID], set[uuid.UUID]]:
@@ -245,7 +198,7 @@ def test_cancelled_running_job_never_turns_succeeded(
     from worker import jobs
 
     files = [("files", (f"{i}.png", noise_png(i), "image/png")) for i in range(48)]
-    job_id = _submit(api, files).json()["id"]
+    job_id = submit_job(api, files).json()["id"]
     deadline = time.monotonic() + 60
     while api.get(f"/v1/jobs/{job_id}").json()["status"] == "queued":
         assert time.monotonic() < deadline

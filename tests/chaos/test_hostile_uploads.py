@@ -23,8 +23,8 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from cli.stack import Stack
-from tests.api.test_jobs import MODEL
 from tests.conftest import FIXTURES, wait_for_job
+from tests.factories import MODEL
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 GOOD_PNG = FIXTURES / "pneumoniamnist" / "test_0000_pneumonia.png"

@@ -14,8 +14,8 @@ import psutil
 import pytest
 
 from cli.stack import free_port
-from tests.api.test_jobs import MODEL, _files, _labelled_pngs
 from tests.conftest import wait_for_job
+from tests.factories import MODEL, image_files, labelled_pngs
 
 
 def _start(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -58,7 +58,7 @@ def test_run_serves_stops_everything_on_ctrl_c_and_keeps_jobs(tmp_path: Path) ->
         _wait_ready(proc, url, log)
         assert httpx.get(f"{url}/docs").status_code == 200
         key = _printed_admin_key(log)
-        files = _files(_labelled_pngs()[0][0])
+        files = image_files(labelled_pngs()[0][0])
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as client:
             job_id = client.post("/v1/jobs", data={"model": MODEL}, files=files).json()["id"]
             first = wait_for_job(client, job_id)

@@ -9,8 +9,8 @@ from cli.stack import Stack
 from shared import dicom_routing, safe_regex
 from shared.datasets.records import Record, resolve_groups
 from shared.errors import InvalidRequest
-from tests.api.test_datasets import wait_for_import
 from tests.conftest import KeyFactory, client_for
+from tests.factories import wait_for_import
 from tests.fixtures.datasets import pneumonia_tiny_zip
 
 CATASTROPHIC = r"(a+)+$"  # exponential under a backtracking engine on "a" * n + "b"

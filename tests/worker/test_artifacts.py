@@ -16,8 +16,8 @@ from cli.stack import Stack
 from shared.config import Settings
 from shared.db.models import Artifact, Job
 from shared.storage import BlobStore
-from tests.api.test_jobs import _files, _labelled_pngs, _submit
 from tests.conftest import KeyFactory, client_for, wait_for_job
+from tests.factories import image_files, labelled_pngs, submit_job
 
 
 def stack_store(stack: Stack) -> BlobStore:
@@ -30,7 +30,7 @@ def test_saved_artifact_is_listed_downloadable_idempotent_and_tenant_private(
 ) -> None:
     from worker.artifacts import save_job_png
 
-    job = wait_for_job(api, _submit(api, _files(_labelled_pngs()[0][0])).json()["id"])
+    job = wait_for_job(api, submit_job(api, image_files(labelled_pngs()[0][0])).json()["id"])
     job_id = uuid.UUID(job["id"])
     pixels = np.zeros((5, 7, 3), dtype=np.uint8)
     pixels[1:3, 2:5] = (255, 0, 0)

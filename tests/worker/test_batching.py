@@ -13,14 +13,14 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from cli.stack import Stack
-from tests.api.test_jobs import _files, _labelled_pngs, _submit
+from tests.factories import image_files, labelled_pngs, submit_job
 from tests.worker.helpers import stack_settings
 
 
 def _queued_single_image_jobs(api: httpx.Client) -> list[str]:
     ids = []
-    for path, _ in _labelled_pngs():
-        response = _submit(api, _files(path), queue="gpu")
+    for path, _ in labelled_pngs():
+        response = submit_job(api, image_files(path), queue="gpu")
         assert response.status_code == 202, response.text
         ids.append(response.json()["id"])
     return ids
@@ -63,9 +63,9 @@ def test_cancelled_and_other_model_jobs_are_left_alone(
     from worker.tasks.infer import run_inference_job
 
     ctx = make_context(stack_settings(stack, max_batch_size=8, max_batch_wait_ms=0))
-    path = _labelled_pngs()[0][0]
+    path = labelled_pngs()[0][0]
     primary, cancelled, big, last = (
-        _submit(api, _files(*[path] * n), queue="gpu").json()["id"] for n in (1, 1, 8, 1)
+        submit_job(api, image_files(*[path] * n), queue="gpu").json()["id"] for n in (1, 1, 8, 1)
     )
     api.post(f"/v1/jobs/{cancelled}/cancel").raise_for_status()
     run_inference_job(ctx, uuid.UUID(primary), "test@batched")

@@ -14,8 +14,8 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from tests.api.test_jobs import MODEL as CLASSIFIER
 from tests.conftest import wait_for_job
+from tests.factories import MODEL as CLASSIFIER
 
 MODEL = "bccd-frcnn-efficientnet-lite0-fpn"
 # A BCCD *test-split* image (not seen in training): 640x480, 17 RBC and 1 WBC annotated.

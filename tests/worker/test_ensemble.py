@@ -11,8 +11,8 @@ import torch
 from sqlalchemy.orm import Session, sessionmaker
 
 from cli.stack import Stack
-from tests.api.test_jobs import _assert_problem, _files, _labelled_pngs, _submit
 from tests.conftest import wait_for_job
+from tests.factories import assert_problem, image_files, labelled_pngs, submit_job
 from tests.worker.helpers import derive_member, register_ensemble
 
 
@@ -45,7 +45,7 @@ def members(
 
 
 def _outputs(api: httpx.Client, model: str, paths: list[Path]) -> list[dict]:
-    response = _submit(api, _files(*paths), model=model)
+    response = submit_job(api, image_files(*paths), model=model)
     assert response.status_code == 202, response.text
     job = wait_for_job(api, response.json()["id"])
     assert job["status"] == "succeeded", job
@@ -58,7 +58,7 @@ def test_soft_vote_is_the_weighted_mean_of_member_outputs(
     weights = [2.0, 1.0, 1.0]
     name = f"soft-{uuid.uuid4().hex[:6]}"
     ref = register_ensemble(stack, db, name, members, "soft", weights)
-    paths = [p for p, _ in _labelled_pngs()]
+    paths = [p for p, _ in labelled_pngs()]
     alone = [_outputs(api, m, paths) for m, _ in members]
     together = _outputs(api, ref, paths)
     for i, out in enumerate(together):
@@ -86,7 +86,7 @@ def test_hard_vote_takes_the_majority_of_member_labels(
     api: httpx.Client, stack: Stack, db: sessionmaker[Session], members: list
 ) -> None:
     ref = register_ensemble(stack, db, f"hard-{uuid.uuid4().hex[:6]}", members, "hard", [1, 1, 1])
-    paths = [p for p, _ in _labelled_pngs()]
+    paths = [p for p, _ in labelled_pngs()]
     alone = [_outputs(api, m, paths) for m, _ in members]
     together = _outputs(api, ref, paths)
     for i, out in enumerate(together):
@@ -101,6 +101,8 @@ def test_hard_vote_takes_the_majority_of_member_labels(
         assert [m["label"] for m in out["ensemble"]["members"]] == labels
 
     # A hard vote has no threshold of its own; Grad-CAM needs a single network.
-    png = _files(paths[0])
-    _assert_problem(_submit(api, png, model=ref, target_sensitivity="0.9"), 422, "invalid-request")
-    _assert_problem(_submit(api, png, model=ref, explain="gradcam"), 422, "invalid-request")
+    png = image_files(paths[0])
+    assert_problem(
+        submit_job(api, png, model=ref, target_sensitivity="0.9"), 422, "invalid-request"
+    )
+    assert_problem(submit_job(api, png, model=ref, explain="gradcam"), 422, "invalid-request")

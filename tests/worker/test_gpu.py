@@ -21,8 +21,8 @@ import torch
 from cli import services
 from cli.stack import Stack
 from shared.queueing import make_celery
-from tests.api.test_jobs import MODEL, _files, _labelled_pngs, _submit
 from tests.conftest import wait_for_job
+from tests.factories import MODEL, image_files, labelled_pngs, submit_job
 from tests.worker.helpers import stack_settings
 
 NODE = "gpu-test"
@@ -58,7 +58,7 @@ def _cpu_reference(stack: Stack, api: httpx.Client, paths: list[Any]) -> dict[st
 
     # Queued on `gpu` while no worker consumes it, so only this call runs it; no batching
     # with other tests' queued jobs.
-    job_id = _submit(api, _files(*paths), queue="gpu").raise_for_status().json()["id"]
+    job_id = submit_job(api, image_files(*paths), queue="gpu").raise_for_status().json()["id"]
     ctx = make_context(stack_settings(stack, cross_job_batching=False))
     ctx = dataclasses.replace(ctx, models=ModelCache(ctx.store, device=torch.device("cpu")))
     run_inference_job(ctx, uuid.UUID(job_id), "test@cpu-reference")
@@ -68,10 +68,10 @@ def _cpu_reference(stack: Stack, api: httpx.Client, paths: list[Any]) -> dict[st
 @pytest.mark.gpu
 def test_gpu_worker_matches_cpu(stack: Stack, api: httpx.Client, gpu_worker: str) -> None:
     assert torch.cuda.is_available()
-    paths = [p for p, _ in _labelled_pngs()]
+    paths = [p for p, _ in labelled_pngs()]
     cpu = _cpu_reference(stack, api, paths)
 
-    response = _submit(api, _files(*paths), queue="gpu")
+    response = submit_job(api, image_files(*paths), queue="gpu")
     assert response.status_code == 202, response.text
     gpu = wait_for_job(api, response.json()["id"])
 

@@ -8,8 +8,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from tests.api.test_jobs import _labelled_pngs, _submit
 from tests.conftest import wait_for_job
+from tests.factories import labelled_pngs, submit_job
 
 
 def test_gradcam_overlay_is_a_png_of_the_original_size_heat_only_where_the_model_looked(
@@ -17,7 +17,7 @@ def test_gradcam_overlay_is_a_png_of_the_original_size_heat_only_where_the_model
 ) -> None:
     # A real X-ray flanked by flat gray: center_crop shows the network only the X-ray, so
     # the flanks must carry no heat (the overlay leaves them as they were).
-    xray = np.asarray(Image.open(_labelled_pngs()[4][0]).convert("L"))
+    xray = np.asarray(Image.open(labelled_pngs()[4][0]).convert("L"))
     h, w = xray.shape
     wide = np.full((h, 3 * w), 128, dtype=np.uint8)
     wide[:, w : 2 * w] = xray
@@ -25,7 +25,7 @@ def test_gradcam_overlay_is_a_png_of_the_original_size_heat_only_where_the_model
     Image.fromarray(wide).save(buffer, format="PNG")
     files = [("files", ("wide.png", buffer.getvalue(), "image/png"))]
 
-    job = wait_for_job(api, _submit(api, files, explain="gradcam").json()["id"])
+    job = wait_for_job(api, submit_job(api, files, explain="gradcam").json()["id"])
     assert job["status"] == "succeeded", job
     output = job["images"][0]["output"]
     url = output["artifacts"]["gradcam"]
@@ -47,8 +47,8 @@ def test_gradcam_overlay_is_a_png_of_the_original_size_heat_only_where_the_model
 
 
 def test_without_explain_no_artifacts(api: httpx.Client) -> None:
-    path = _labelled_pngs()[0][0]
+    path = labelled_pngs()[0][0]
     files = [("files", (path.name, path.read_bytes(), "image/png"))]
-    job = wait_for_job(api, _submit(api, files).json()["id"])
+    job = wait_for_job(api, submit_job(api, files).json()["id"])
     assert "artifacts" not in job["images"][0]["output"]
     assert api.get(f"/v1/jobs/{job['id']}/artifacts").json()["items"] == []

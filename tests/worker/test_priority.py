@@ -6,14 +6,14 @@ from datetime import datetime
 
 import httpx
 
-from tests.api.test_jobs import _files, _labelled_pngs, _submit
 from tests.conftest import wait_for_job
+from tests.factories import image_files, labelled_pngs, submit_job
 
 
 def test_stat_job_overtakes_routine_jobs_already_queued(api: httpx.Client) -> None:
-    paths = [p for p, _ in _labelled_pngs()]  # 8 images: a full batch, no micro-batching
-    routine = [_submit(api, _files(*paths * 2)).json()["id"] for _ in range(10)]
-    stat = _submit(api, _files(paths[0]), priority="stat").json()["id"]
+    paths = [p for p, _ in labelled_pngs()]  # 8 images: a full batch, no micro-batching
+    routine = [submit_job(api, image_files(*paths * 2)).json()["id"] for _ in range(10)]
+    stat = submit_job(api, image_files(paths[0]), priority="stat").json()["id"]
     done = {j: wait_for_job(api, j) for j in [*routine, stat]}
     assert all(j["status"] == "succeeded" for j in done.values())
     started = {j: datetime.fromisoformat(d["started_at"]) for j, d in done.items()}

@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from cli import services
 from cli.stack import Stack
 from shared.db.models import JobImage
-from tests.api.test_jobs import _files, _labelled_pngs, _submit
 from tests.conftest import wait_for_job
+from tests.factories import image_files, labelled_pngs, submit_job
 
 
 def test_two_workers_share_a_queue_and_no_job_runs_twice(
@@ -27,8 +27,8 @@ def test_two_workers_share_a_queue_and_no_job_runs_twice(
         while not stack._workers_answer(["cpu", "cpu-b"]):
             assert time.monotonic() < deadline, "second worker never came up"
             time.sleep(0.5)
-        paths = [p for p, _ in _labelled_pngs()] * 2
-        ids = [_submit(api, _files(*paths)).json()["id"] for _ in range(16)]
+        paths = [p for p, _ in labelled_pngs()] * 2
+        ids = [submit_job(api, image_files(*paths)).json()["id"] for _ in range(16)]
         jobs = [wait_for_job(api, job_id) for job_id in ids]
     finally:
         proc.send_signal(signal.SIGTERM)

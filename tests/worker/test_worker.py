@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from cli.stack import Stack
 from shared.config import Settings
 from shared.db.models import ImageStatus, Job, JobImage, JobStatus, Model, ModelVersion
-from tests.api.test_jobs import MODEL, _files, _labelled_pngs, _submit
 from tests.conftest import wait_for_job
+from tests.factories import MODEL, image_files, labelled_pngs, submit_job
 
 
 def _stack_settings(stack: Stack) -> Settings:
@@ -32,8 +32,8 @@ def test_redelivered_job_recomputes_only_missing_results(
     from worker.tasks.infer import run_inference_job
 
     ctx = make_context(_stack_settings(stack))
-    paths = [p for p, _ in _labelled_pngs()[:3]]
-    job = wait_for_job(api, _submit(api, _files(*paths)).json()["id"])
+    paths = [p for p, _ in labelled_pngs()[:3]]
+    job = wait_for_job(api, submit_job(api, image_files(*paths)).json()["id"])
     job_id = uuid.UUID(job["id"])
     with db() as s:  # simulate a worker that died after storing two of three results
         s.execute(update(Job).where(Job.id == job_id).values(status=JobStatus.RUNNING))
@@ -60,9 +60,9 @@ def test_redelivered_job_recomputes_only_missing_results(
 
 
 def test_cancelled_queued_job_never_runs(api: httpx.Client) -> None:
-    paths = [p for p, _ in _labelled_pngs()]
-    busy = _submit(api, _files(*(paths * 8))).json()  # keeps the single worker busy
-    queued = _submit(api, _files(paths[0])).json()
+    paths = [p for p, _ in labelled_pngs()]
+    busy = submit_job(api, image_files(*(paths * 8))).json()  # keeps the single worker busy
+    queued = submit_job(api, image_files(paths[0])).json()
     cancelled = api.post(f"/v1/jobs/{queued['id']}/cancel")
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["status"] == "cancelled"
@@ -94,7 +94,9 @@ def test_missing_weights_fail_the_job_clearly(api: httpx.Client, db: sessionmake
             )
         )
         s.commit()
-    job = wait_for_job(api, _submit(api, _files(_labelled_pngs()[0][0]), model=name).json()["id"])
+    job = wait_for_job(
+        api, submit_job(api, image_files(labelled_pngs()[0][0]), model=name).json()["id"]
+    )
     assert job["status"] == "failed"
     assert job["error"]["type"] == "model-unavailable"
     assert "missing from the model store" in job["error"]["detail"]
