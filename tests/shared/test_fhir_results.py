@@ -8,10 +8,19 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import pydicom
 import pytest
 
-from shared.fhir_results import DicomUids, ImageFacts, JobFacts, build_bundle, reidentified
+from shared.fhir_results import (
+    DicomUids,
+    ImageFacts,
+    JobFacts,
+    build_bundle,
+    dicom_uids,
+    reidentified,
+)
 from shared.fhir_results import codes as c
+from tests.conftest import FIXTURES
 from tests.fhir_schema import schema_errors
 
 JOB = uuid.UUID("0b6c9a52-7f1e-4c39-9a0e-3d3c1f0e2a11")
@@ -201,3 +210,12 @@ def test_labels_fhir_cannot_code_stay_text() -> None:
     (obs,) = _resources(bundle, "Observation")
     assert obs["valueCodeableConcept"] == {"text": "a  b"}
     assert "interpretation" not in obs
+
+
+def test_dicom_uids_from_a_header() -> None:
+    cxr = FIXTURES / "pneumoniamnist" / "test_0000_pneumonia.dcm"
+    ds = pydicom.dcmread(cxr, stop_before_pixels=True)
+    expected = DicomUids(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+    assert dicom_uids(cxr) == dicom_uids(cxr.read_bytes()) == expected
+    assert dicom_uids(FIXTURES / "pneumoniamnist" / "test_0001_normal.png") is None
+    assert dicom_uids(FIXTURES / "no-such-blob.dcm") is None  # deleted: no study reference

@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from io import BytesIO
+from pathlib import Path
 from typing import Any
 
 import pydicom
@@ -67,10 +68,16 @@ class JobFacts:
         return list(seen)
 
 
-def dicom_uids(data: bytes) -> DicomUids | None:
-    """Study/Series/SOP Instance UIDs from a stored input's header; None if it is not DICOM."""
+def dicom_uids(source: bytes | Path) -> DicomUids | None:
+    """Study/Series/SOP Instance UIDs from a stored input's header; None if it is not DICOM
+    (or gone). A path is read only up to the pixel data."""
     try:
-        ds = pydicom.dcmread(BytesIO(data), stop_before_pixels=True, force=True)
+        ds = pydicom.dcmread(
+            BytesIO(source) if isinstance(source, bytes) else source,
+            stop_before_pixels=True,
+            force=True,
+            specific_tags=["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"],
+        )
     except (InvalidDicomError, ValueError, EOFError, OSError):
         return None
     study = str(ds.get("StudyInstanceUID") or "")

@@ -57,10 +57,7 @@ def transaction_for(session: Session, *, job_id: uuid.UUID, store: BlobStore) ->
     uids: dict[int, DicomUids] = {}
     for image in job.images:
         if image.format == "dicom" and image.status == ImageStatus.SUCCEEDED:
-            try:
-                found = dicom_uids(store.get(image.storage_key))
-            except FileNotFoundError:
-                found = None
+            found = dicom_uids(store.path(image.storage_key))  # the header only
             if found is not None:
                 uids[image.index] = found
     mapping: dict[str, Any] | None = session.scalar(

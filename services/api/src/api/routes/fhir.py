@@ -83,10 +83,8 @@ def _dicom_uids(store: BlobStore, images: list[JobImage]) -> dict[int, DicomUids
     for image in images:
         if image.format != "dicom" or image.status != ImageStatus.SUCCEEDED:
             continue
-        try:
-            uids = dicom_uids(store.get(image.storage_key))
-        except FileNotFoundError:  # deleted by retention: report without the study reference
-            continue
+        # The header only; a blob deleted by retention gives a report without the study.
+        uids = dicom_uids(store.path(image.storage_key))
         if uids is not None:
             found[image.index] = uids
     return found
