@@ -158,6 +158,15 @@ def decide(
             generation_status=generation.status,
         )
     if approve:
+        challenger = _version(session, generation.challenger_version_id)
+        assert challenger is not None
+        current = alias_target(session, challenger.model, PRODUCTION)
+        if current is None or current.id != generation.champion_version_id:
+            raise Conflict(
+                "production has moved since this challenger was gated against "
+                f"{generation.champion_version_id}; start a new generation instead",
+                generation_status=generation.status,
+            )
         promote(session, generation, actor, why or "approved by an admin")
         return
     generation.status = GenerationStatus.REJECTED
