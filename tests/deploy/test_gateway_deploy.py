@@ -24,7 +24,7 @@ from cli import services
 from cli.stack import free_port
 from gateway import metrics
 from gateway.settings import GatewaySettings
-from tests.deploy.test_deploy_files import (
+from tests.deploy.manifests import (
     K8S,
     MONITORING_LABEL,
     NAMESPACE,
