@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cli.stack import Stack
+from shared.config import Settings
 from shared.db.models import (
     DEFAULT_TENANT_ID,
     Dataset,
@@ -39,6 +40,17 @@ ZIP = "application/zip"
 IDLE_QUEUE = "gpu"
 
 FileParts = list[tuple[str, tuple[str, bytes, str]]]
+
+
+def stack_settings(stack: Stack, **overrides: Any) -> Settings:
+    """Settings of the test stack's servers, for code the tests run in-process."""
+    env = stack.env
+    return Settings(
+        DATABASE_URL=env["DATABASE_URL"],
+        REDIS_URL=env["REDIS_URL"],
+        data_dir=Path(env["MEDIMG_DATA_DIR"]),
+        **overrides,
+    )
 
 
 # ---------------------------------------------------------------- jobs through the API

@@ -11,7 +11,6 @@ import threading
 import time
 import uuid
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 from redis.asyncio import Redis
@@ -19,7 +18,6 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from cli.stack import Stack
-from shared.config import Settings
 from shared.db.base import utcnow
 from shared.db.models import (
     ImageStatus,
@@ -38,18 +36,9 @@ from tests.factories import (
     bare_training_job,
     image_files,
     labelled_pngs,
+    stack_settings,
     submit_job,
 )
-
-
-def _settings(stack: Stack, **overrides: object) -> Settings:
-    env = stack.env
-    return Settings(
-        DATABASE_URL=env["DATABASE_URL"],
-        REDIS_URL=env["REDIS_URL"],
-        data_dir=Path(env["MEDIMG_DATA_DIR"]),
-        **overrides,  # type: ignore[arg-type]
-    )
 
 
 def test_claim_is_a_lease_and_attempts_are_bounded(db: sessionmaker[Session]) -> None:
@@ -98,7 +87,7 @@ def test_two_deliveries_at_once_store_one_result_per_image(
         )
         s.commit()
 
-    ctx = make_context(_settings(stack))
+    ctx = make_context(stack_settings(stack))
     # Same node name: both deliveries pass the lease check and really run concurrently.
     runs = [
         threading.Thread(target=run_inference_job, args=(ctx, job_id, "cpu@twice"))
@@ -150,7 +139,7 @@ def test_reconciler_resends_lost_jobs_once_and_fails_exhausted_ones(
     )
     fresh = bare_job(db)  # its message may still be on its way: left alone
     training = bare_training_job(db, created_at=old)
-    settings = _settings(stack, max_attempts=3, reconcile_grace_seconds=60)
+    settings = stack_settings(stack, max_attempts=3, reconcile_grace_seconds=60)
 
     async def passes() -> tuple[list[uuid.UUID], list[uuid.UUID], set[uuid.UUID]]:
         engine = make_async_engine(settings.require_database_url(), pool_size=2)

@@ -12,7 +12,6 @@ import socket
 import time
 import uuid
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -23,7 +22,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cli.stack import Stack
 from shared import leases
-from shared.config import Settings
 from shared.datasets.importer import run_import
 from shared.db.base import utcnow
 from shared.db.models import DatasetStatus, DatasetVersion
@@ -32,20 +30,10 @@ from shared.queueing import make_celery, queue_keys
 from shared.storage import BlobStore
 from shared.tasks import Queue
 from tests.conftest import KeyFactory, client_for
-from tests.factories import bare_dataset_version, upload_dataset, wait_for_import
+from tests.factories import bare_dataset_version, stack_settings, upload_dataset, wait_for_import
 from tests.fixtures.datasets import pneumonia_tiny_zip
 
 DATASET_WORKER = f"datasets@{socket.gethostname()}"  # cli.services.dataset_worker's node
-
-
-def _settings(stack: Stack, **overrides: object) -> Settings:
-    env = stack.env
-    return Settings(
-        DATABASE_URL=env["DATABASE_URL"],
-        REDIS_URL=env["REDIS_URL"],
-        data_dir=Path(env["MEDIMG_DATA_DIR"]),
-        **overrides,  # type: ignore[arg-type]
-    )
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +51,7 @@ def test_lost_import_message_is_resent_by_the_reconciler(
 ) -> None:
     from api.reconciler import reconcile_once
 
-    settings = _settings(stack, reconcile_grace_seconds=0)
+    settings = stack_settings(stack, reconcile_grace_seconds=0)
     redis_url = settings.require_redis_url()
     celery = make_celery("test", redis_url)
     worker = [DATASET_WORKER]
@@ -139,7 +127,7 @@ def test_import_claim_is_a_lease_and_attempts_are_bounded(
         )
         s.commit()
     # Node a died after 3 claims: the next delivery takes over, counts a 4th and fails it.
-    settings = _settings(stack, max_attempts=3)
+    settings = stack_settings(stack, max_attempts=3)
     run_import(
         version_id,
         sessions=db,

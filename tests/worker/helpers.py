@@ -6,29 +6,19 @@ import json
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 from sqlalchemy.orm import Session, sessionmaker
 
 from cli.stack import Stack
-from shared.config import REPO_ROOT, Settings
+from shared.config import REPO_ROOT
 from shared.ml.architectures import load_state_dict
 from shared.registry import CARD_FILE, WEIGHTS_FILE, register_version
 from shared.schemas.models import ModelCard
 from shared.storage import BlobStore
+from tests.factories import stack_settings
 
 BUNDLED = REPO_ROOT / "models" / "pneumonia-resnet18"
-
-
-def stack_settings(stack: Stack, **overrides: Any) -> Settings:
-    env = stack.env
-    return Settings(
-        DATABASE_URL=env["DATABASE_URL"],
-        REDIS_URL=env["REDIS_URL"],
-        data_dir=Path(env["MEDIMG_DATA_DIR"]),
-        **overrides,
-    )
 
 
 def derive_member(

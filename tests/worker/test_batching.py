@@ -13,8 +13,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from cli.stack import Stack
-from tests.factories import image_files, labelled_pngs, submit_job
-from tests.worker.helpers import stack_settings
+from tests.factories import image_files, labelled_pngs, stack_settings, submit_job
 
 
 def _queued_single_image_jobs(api: httpx.Client) -> list[str]:

@@ -22,8 +22,7 @@ from cli import services
 from cli.stack import Stack
 from shared.queueing import make_celery
 from tests.conftest import wait_for_job
-from tests.factories import MODEL, image_files, labelled_pngs, submit_job
-from tests.worker.helpers import stack_settings
+from tests.factories import MODEL, image_files, labelled_pngs, stack_settings, submit_job
 
 NODE = "gpu-test"
 # cuDNN convolutions use TF32 by default on Ampere and newer: about 1e-3 relative error.

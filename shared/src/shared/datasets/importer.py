@@ -390,9 +390,10 @@ def _claim(
             )
             session.commit()
             return None
-        task = Task(session.scalar(select(Dataset.task).where(Dataset.id == version.dataset_id)))
+        name = session.scalar(select(Dataset.task).where(Dataset.id == version.dataset_id))
+        assert name is not None  # a version's dataset exists (foreign key)
         session.expunge(version)
-    return version, task
+    return version, Task(name)
 
 
 def run_import(
