@@ -5,13 +5,9 @@ ours: it checks the schema, stores what the PUTs name and answers a transaction-
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -21,87 +17,15 @@ from pynetdicom import AE
 
 from cli.stack import Stack
 from tests.conftest import FIXTURES, KeyFactory, client_for, wait_for_job
-from tests.fhir_schema import schema_errors
+from tests.fhir_server import FhirServer, serve
 
 CXR = FIXTURES / "pneumoniamnist" / "test_0000_pneumonia.dcm"
-FHIR_JSON = "application/fhir+json"
-
-
-@dataclass
-class FhirServer:
-    url: str
-    fail_next: int = 0  # answer this many transactions 503 first (server "down")
-    posts: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[list[str]] = field(default_factory=list)
-    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
-    headers: list[dict[str, str]] = field(default_factory=list)
-
-
-def _handler(state: FhirServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def _send(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", FHIR_JSON)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_POST(self) -> None:
-            bundle = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            state.posts.append(bundle)
-            state.headers.append(dict(self.headers))
-            if state.fail_next > 0:
-                state.fail_next -= 1
-                self._send(503, _outcome("down for maintenance"))
-                return
-            errors = schema_errors(bundle)
-            if bundle.get("type") != "transaction":
-                errors.append(f"Bundle.type is {bundle.get('type')!r}")
-            state.errors.append(errors)
-            if errors:
-                self._send(400, _outcome("; ".join(errors)[:500]))
-                return
-            answers = []
-            for entry in bundle["entry"]:
-                request, resource = entry["request"], entry["resource"]
-                assert request["method"] == "PUT"
-                created = request["url"] not in state.resources
-                state.resources[request["url"]] = resource
-                answers.append({"response": {"status": "201 Created" if created else "200 OK"}})
-            self._send(200, {"resourceType": "Bundle", "type": "transaction-response",
-                             "entry": answers})  # fmt: skip
-
-        def do_GET(self) -> None:
-            key = self.path.removeprefix("/fhir/")
-            if key in state.resources:
-                self._send(200, state.resources[key])
-            else:
-                self._send(404, _outcome(f"{key} not found"))
-
-    return Handler
-
-
-def _outcome(text: str) -> dict[str, Any]:
-    return {
-        "resourceType": "OperationOutcome",
-        "issue": [{"severity": "error", "code": "processing", "diagnostics": text}],
-    }
 
 
 @pytest.fixture(scope="module")
 def fhir_server() -> Iterator[FhirServer]:
-    state = FhirServer(url="")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/fhir"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
+    with serve() as state:
+        yield state
 
 
 @pytest.fixture(scope="module")
