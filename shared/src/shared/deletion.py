@@ -37,10 +37,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 import shared.db
+from shared.apikeys import REVOKED_CHANNEL
 from shared.audit import record_sync
 from shared.config import Settings
 from shared.db.base import Base
 from shared.db.models import (
+    ApiKey,
     DatasetStatus,
     DatasetVersion,
     IdempotencyRecord,
@@ -431,9 +433,13 @@ def delete_tenant(
             "or send ?force=true (its workers then find their rows gone)",
             **busy,
         )
+    # API processes cache valid keys for a few seconds: tell them, as a revocation does.
+    prefixes = session.scalars(select(ApiKey.prefix).where(ApiKey.tenant_id == tenant_id)).all()
     table: Table = Tenant.__table__  # type: ignore[assignment]
     deleted = _delete_tree(session, table, table.c.id == tenant_id)
     _delete_unlinked(session, deleted)
+    for prefix in prefixes:  # delivered on commit
+        session.execute(select(func.pg_notify(REVOKED_CHANNEL, prefix)))
     _audit(session, actor, "tenant.delete", "tenant", str(tenant_id), deleted, force=force)
     return deleted
 

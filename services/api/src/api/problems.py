@@ -12,11 +12,11 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope, Send
 
-from shared.errors import PROBLEM_BASE, AppError
+from shared.errors import PROBLEM_BASE, AppError, Conflict
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -131,7 +131,24 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return response
 
 
-async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """503 only when the database is unreachable; a constraint violation is a conflict (a
+    concurrent change), and anything else a bug (500), not an outage to retry."""
+    if isinstance(exc, IntegrityError):
+        log.warning("integrity error on %s: %s", request.url.path, exc.orig)
+        return problem(
+            request,
+            status=Conflict.status,
+            type_=Conflict.type,
+            title=Conflict.title,
+            detail="The request conflicts with a concurrent change; read the resource again "
+            "and retry.",
+        )
+    unreachable = isinstance(exc, OperationalError | InterfaceError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
+    if not unreachable:
+        return await _unexpected(request, exc)
     log.warning("database error on %s: %s", request.url.path, type(exc).__name__)
     response = problem(
         request,
@@ -203,7 +220,6 @@ def register_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(OperationalError, _database_unavailable)
-    app.add_exception_handler(DBAPIError, _database_unavailable)
+    app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(Exception, _unexpected)
     document_problems(app)
