@@ -263,7 +263,7 @@ def main(args: argparse.Namespace) -> ModelCard:
             "train_time_s": round(train_seconds, 1),
             "mean_epoch_time_s": round(float(np.mean([h["time_s"] for h in history])), 1),
             "data_file": Path(args.data_path).name,
-            "data_sha256": sha256_file(args.data_path),
+            "data_sha256": sha256_file(Path(args.data_path)),
             "weights_dtype": "float16",
             "versions": {
                 "torch": torch.__version__,
