@@ -54,7 +54,22 @@ class Orthanc:
     def dicomweb(self) -> str:
         return self.url + "/dicom-web"
 
-    def start(self) -> None:
+    def start(self, attempts: int = 15) -> None:
+        """Start (or restart) on the same ports; retried while a port is still taken.
+
+        After a stop, the freed DICOM port can be held for a while by another socket (a
+        client's ephemeral port, TIME_WAIT); Orthanc then exits at once, so wait and retry.
+        """
+        for attempt in range(attempts):
+            try:
+                self._start_once()
+                return
+            except RuntimeError as exc:
+                if "already in use" not in str(exc) or attempt == attempts - 1:
+                    raise
+                time.sleep(2)
+
+    def _start_once(self) -> None:
         config = self.root / "config"
         config.mkdir(parents=True, exist_ok=True)
         (config / "orthanc.json").write_text(
