@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from cli import audit, keys, predict, train
+from cli import audit, backup, keys, predict, train
 from cli.stack import Stack, StackConfig
 
 
@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     run.set_defaults(handler=_run)
     keys.add_parser(sub)
     audit.add_parser(sub)
+    backup.add_parser(sub)
     predict.add_parser(sub)
     train.add_parser(sub)
     args = parser.parse_args(argv)
