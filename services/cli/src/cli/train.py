@@ -92,13 +92,15 @@ def follow(client: httpx.Client, job_id: str, poll_s: float = 1.0) -> dict[str, 
     """Show a live bar in epochs (fractional within an epoch) until the job is final."""
     with tqdm(total=None, unit="epoch", dynamic_ncols=True, file=sys.stderr) as bar:
         while True:
+            response = None
             try:
-                job: dict[str, Any] = (
-                    client.get(f"/v1/training-jobs/{job_id}").raise_for_status().json()
-                )
+                response = client.get(f"/v1/training-jobs/{job_id}")
             except httpx.TransportError:  # a slow or restarting API: the job runs on
+                pass
+            if response is None or response.status_code >= 500:
                 time.sleep(poll_s)
                 continue
+            job: dict[str, Any] = response.raise_for_status().json()
             progress = job["progress"] or {}
             bar.total = progress.get("epochs") or bar.total
             done = epochs_done(progress)
