@@ -8,6 +8,7 @@ Numbers are copied from the JSON result unchanged, so both views of a job always
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +16,7 @@ from shared.fhir_results import codes as c
 from shared.fhir_results.facts import ImageFacts, JobFacts
 
 Finding = dict[str, Any]  # an Observation without id, references, status or timing
+_CODE = re.compile(r"[^\s]+(\s[^\s]+)*")
 
 
 def findings(facts: JobFacts, image: ImageFacts) -> Iterator[Finding]:
@@ -29,13 +31,8 @@ def findings(facts: JobFacts, image: ImageFacts) -> Iterator[Finding]:
 
 
 def _label(facts: JobFacts, label: str) -> dict[str, Any]:
-    # FHIR codes allow single inner spaces only; other labels stay text.
-    if (
-        label.strip() == label
-        and "  " not in label
-        and label
-        and not any(ch in label for ch in "\t\r\n")
-    ):
+    # FHIR's `code` type: no leading/trailing or repeated whitespace; other labels stay text.
+    if _CODE.fullmatch(label):
         return c.concept(c.coding(c.label_system(facts.model_name), label, label), text=label)
     return c.concept(text=label)
 
