@@ -63,8 +63,13 @@ class PassResult:
 
 
 def _training_params(line: ModelLine, policy: RetrainingPolicy, extra: dict[str, Any]) -> Any:
+    values = {**line.recipe["params"], **policy.params, **extra}
+    # Every recipe value is passed as the caller's, so it stays fixed; a null time budget is
+    # left out because the derivation refuses that field set at all outside segmentation.
+    if values.get("time_budget_s") is None:
+        values.pop("time_budget_s", None)
     try:
-        return TrainingParams.model_validate({**line.recipe["params"], **policy.params, **extra})
+        return TrainingParams.model_validate(values)
     except ValidationError as exc:
         raise InvalidRequest(
             f"the training parameters do not validate: {exc.errors()[0]['msg']}",
