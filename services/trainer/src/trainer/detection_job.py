@@ -1,30 +1,28 @@
 """A detection training job: dataset items with boxes -> a registered detector version.
 
 The detection pieces (datasets, augmentation, train/evaluate passes, mAP@0.5 and mAP over
-IoU 0.40-0.75 with torchmetrics) live in `trainer.detection`; this module runs them inside
-the job machinery shared with classification (resume, cancel, progress, registration).
+IoU 0.40-0.75 with torchmetrics) live in `trainer.detection`; the sequence around them
+(dataset, start, fit loop with resume and cancel, scoring the served weights, card,
+registration) is `trainer.task_job`, shared with segmentation.
 """
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
-from shared.errors import InvalidRequest
 from shared.ml.architectures import load_state_dict
 from shared.ml.detection import build_detector, load_detector_state
-from shared.ml.pretrained import PretrainedWeightsMissing, imagenet_normalisation
-from shared.registry import resolve_model_version
-from shared.schemas.models import InputSpec, ModelCard, TrainingRecord
-from shared.schemas.training import DETECTION_LR, TrainingParams
-from trainer.card import save_weights_fp16
-from trainer.context import JobSpec, TrainerContext, hardware, pick_device
+from shared.ml.pretrained import imagenet_normalisation
+from shared.schemas.models import InputSpec, ModelCard
+from shared.schemas.training import DETECTION_LR
+from trainer.context import JobSpec, TrainerContext
 from trainer.detection.data import (
     DetectionDataset,
     DetectionItem,
@@ -34,18 +32,20 @@ from trainer.detection.data import (
 )
 from trainer.detection.engine import evaluate, train_one_epoch
 from trainer.detection.train_bccd import BACKBONES
-from trainer.engine import param_groups, seed_everything
-from trainer.fit import FitHooks, Loop, fit, make_scaler, make_scheduler
-from trainer.items import ItemRef, load_items
+from trainer.engine import param_groups
+from trainer.fit import Loop, make_scaler, make_scheduler
+from trainer.items import ItemRef
 from trainer.progress import Reporter
-from trainer.publish import (
-    Incumbent,
-    dataset_provenance,
-    production_version,
-    publish,
-    versions_record,
+from trainer.task_job import (
+    Finish,
+    finish,
+    incumbent,
+    prepare,
+    run_fit,
+    start_network,
+    training_record,
 )
-from trainer.reporting import curves_png, tensorboard_events
+from trainer.task_job import Scores as Monitored
 
 
 def val_metrics(result: dict[str, Any]) -> dict[str, float | None]:
@@ -66,66 +66,30 @@ def _loader(ds: DetectionDataset, batch: int, generator: torch.Generator | None 
     )
 
 
-def _network(
-    ctx: TrainerContext, job: JobSpec, labels: list[str], spec: InputSpec
-) -> tuple[torch.nn.Module, str]:
-    if job.start_from in ("random", "imagenet"):
-        pretrained = job.start_from == "imagenet"
-        try:
-            network = build_detector(job.architecture, labels, spec, pretrained_backbone=pretrained)
-        except PretrainedWeightsMissing as exc:
-            raise InvalidRequest(exc.detail) from None
-        return network, "ImageNet backbone" if pretrained else "random initialisation"
-    with ctx.sessions() as session:
-        parent = resolve_model_version(session, job.start_from, job.tenant_id)
-        parent_ref, parent_labels, arch = parent.ref, list(parent.labels), parent.architecture
-        path = ctx.store.path(parent.weights_key)
-    if arch != job.architecture or parent_labels != labels:
-        raise InvalidRequest(
-            f"{parent_ref} ({arch}, labels {parent_labels}) cannot start this job: continuing a "
-            "detector needs the same architecture and labels"
-        )
-    network = build_detector(job.architecture, labels, spec)
-    load_detector_state(network, load_state_dict(str(path)))
-    return network, f"continued from {parent_ref}"
-
-
-def _incumbent(
-    ctx: TrainerContext, job: JobSpec, labels: list[str], test: list[DetectionItem], device: Any
-) -> Incumbent | None:
-    with ctx.sessions() as session:
-        version = production_version(session, job.model_name)
-        if version is None:
-            return None
-        ref, arch, same = version.ref, version.architecture, list(version.labels) == labels
-        card = ModelCard.model_validate(version.card)
-        path = ctx.store.path(version.weights_key)
-    if not same:
-        return Incumbent(ref, None)
-    network = build_detector(arch, labels, card.input)
-    load_detector_state(network, load_state_dict(str(path)))
-    ds = DetectionDataset(test, labels, DetectionPresetEvalBoxes(card.input.size, card.input.mean))
-    result = evaluate(network.to(device), _loader(ds, 4), device, labels)
-    return Incumbent(ref, val_metrics(result)[job.monitor])
-
-
 def run_detection(ctx: TrainerContext, job: JobSpec, reporter: Reporter) -> str:
     """Train, evaluate (mAP), register; returns the new version's ref."""
-    started = time.perf_counter()
-    params = TrainingParams.model_validate(job.params)
-    device = pick_device()
-    seed_everything(params.seed)
-    with ctx.sessions() as session:
-        provenance, dataset_name, labels = dataset_provenance(session, job.dataset_version_id)
-        refs = load_items(session, job.dataset_version_id)
-    for split in ("train", "validation", "test"):
-        if not refs[split]:
-            raise InvalidRequest(f"the dataset version has no {split} images; re-import it")
-    splits = {name: _items(ctx, items) for name, items in refs.items()}
+    data = prepare(ctx, job)
+    params, device, labels = data.params, data.device, data.labels
+    splits = {name: _items(ctx, items) for name, items in data.refs.items()}
     mean, std = imagenet_normalisation(BACKBONES.get(job.architecture, "resnet50"))
     size = params.image_size
     spec = InputSpec(size=size, channels=3, mean=list(mean), std=list(std), resize="letterbox")
-    network, start = _network(ctx, job, labels, spec)
+
+    def build(architecture: str, pretrained: bool) -> nn.Module:
+        network: nn.Module = build_detector(
+            architecture, labels, spec, pretrained_backbone=pretrained
+        )
+        return network
+
+    network, start = start_network(
+        ctx,
+        job,
+        labels,
+        build,
+        load_detector_state,
+        noun="detector",
+        pretrained_start="ImageNet backbone",
+    )
     network.to(device)
     eval_tf = DetectionPresetEvalBoxes(size, mean)
     train_ds = DetectionDataset(
@@ -165,31 +129,23 @@ def run_detection(ctx: TrainerContext, job: JobSpec, reporter: Reporter) -> str:
         train_epoch,
         validate,
     )
-    state = fit(
-        loop,
-        params=params,
-        monitor=job.monitor,
-        store=ctx.store,
-        resume_key=job.checkpoint_key,
-        hooks=FitHooks(on_step=reporter.on_step, on_epoch=reporter.on_epoch),
-    )
-    train_seconds = time.perf_counter() - started
-    reporter.phase("evaluating", state)
-    with tempfile.TemporaryDirectory(prefix="medimg-train-") as folder:
-        weights = Path(folder) / "weights.pt"
-        assert state.best_state is not None
-        save_weights_fp16(state.best_state, weights)
-        served = build_detector(job.architecture, labels, spec)
-        state_dict = torch.load(weights, map_location="cpu", weights_only=True)
-        load_detector_state(
-            served, {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
-        )
-        served.to(device)
-        test_ds = DetectionDataset(splits["test"], labels, eval_tf)
+    state = run_fit(ctx, job, reporter, loop)
+    train_seconds = time.perf_counter() - data.started
+    test_ds = DetectionDataset(splits["test"], labels, eval_tf)
+
+    def evaluate_test(served: nn.Module) -> tuple[dict[str, Any], Monitored]:
         test = evaluate(served, _loader(test_ds, params.batch_size), device, labels)
-        test_monitor = val_metrics(test)
-        incumbent = _incumbent(ctx, job, labels, splits["test"], device) if job.promote else None
-        card = ModelCard(
+        return test, val_metrics(test)
+
+    def score_incumbent(architecture: str, card: ModelCard, path: Path) -> float | None:
+        rival = build_detector(architecture, labels, card.input)
+        load_detector_state(rival, load_state_dict(str(path)))
+        preset = DetectionPresetEvalBoxes(card.input.size, card.input.mean)
+        loader = _loader(DetectionDataset(splits["test"], labels, preset), 4)
+        return val_metrics(evaluate(rival.to(device), loader, device, labels))[job.monitor]
+
+    def card(test: dict[str, Any], test_monitor: Monitored) -> ModelCard:
+        return ModelCard(
             name=job.model_name,
             task="detection",
             architecture=job.architecture,
@@ -197,7 +153,7 @@ def run_detection(ctx: TrainerContext, job: JobSpec, reporter: Reporter) -> str:
             input=spec,
             description=(
                 f"{job.architecture} detector trained by medimg training job {job.id} on "
-                f"dataset {dataset_name!r} ({', '.join(labels)}); boxes in input pixels."
+                f"dataset {data.dataset_name!r} ({', '.join(labels)}); boxes in input pixels."
             ),
             intended_use="Research use on images like the training data; not a medical device.",
             limitations=(
@@ -205,25 +161,15 @@ def run_detection(ctx: TrainerContext, job: JobSpec, reporter: Reporter) -> str:
                 "uploaded dataset; other sites, scanners or magnifications are untested. "
                 "Scores are not calibrated probabilities."
             ),
-            data=provenance,
-            training=TrainingRecord(
-                command=f"POST /v1/training-jobs (job {job.id})",
-                epochs=len(state.history),
-                wall_time_s=round(time.perf_counter() - started, 1),
-                hardware=hardware(device),
-                seed=params.seed,
-                extra={
-                    "params": {**params.model_dump(), "lr": params.lr or DETECTION_LR},
-                    "start_from": start,
-                    "monitor": job.monitor,
-                    "best_epoch": state.best_epoch,
-                    f"best_validation_{job.monitor}": state.best_value,
-                    "train_time_s": round(train_seconds, 1),
-                    "attempts": job.attempts,
-                    "weights_dtype": "float16",
-                    "versions": versions_record(),
-                    "history": state.history,
-                },
+            data=data.provenance,
+            training=training_record(
+                job,
+                data,
+                state,
+                lr=DETECTION_LR,
+                start=start,
+                train_seconds=train_seconds,
+                extra={},
             ),
             metrics={
                 "test": test,
@@ -232,28 +178,18 @@ def run_detection(ctx: TrainerContext, job: JobSpec, reporter: Reporter) -> str:
                 "n_images": {name: len(items) for name, items in splits.items()},
             },
         )
-        reporter.artifacts(
-            {
-                "curves.png": ("image/png", curves_png(state.history, job.monitor)),
-                f"events.out.tfevents.{job.id}": (
-                    "application/octet-stream",
-                    tensorboard_events(
-                        state.history, {k: v for k, v in test_monitor.items() if v is not None}
-                    ),
-                ),
-            }
-        )
-        return publish(
-            ctx,
-            job,
-            card,
-            weights,
-            test_metrics={
-                "test": test,
-                "test_monitor": test_monitor,
-                "best_epoch": state.best_epoch,
-            },
-            value=test_monitor.get(job.monitor),
-            incumbent=incumbent,
-            progress=reporter.final(state),
-        )
+
+    return finish(
+        ctx,
+        job,
+        reporter,
+        data,
+        state,
+        Finish(
+            build=build,
+            load=load_detector_state,
+            evaluate_test=evaluate_test,
+            incumbent=lambda: incumbent(ctx, job, labels, "detection", score_incumbent),
+            card=card,
+        ),
+    )

@@ -1,42 +1,32 @@
 """A segmentation training job: dataset items with label maps -> a registered U-Net version.
 
-Runs inside the job machinery shared with classification and detection: the same fit loop
-(`trainer.fit`: resume, cancel, early stopping on validation Dice, checkpoints), progress
-reporting and registration.
+The sequence around the task (dataset, start, fit loop with resume, cancel and early stopping
+on validation Dice, scoring the served weights, card, registration) is `trainer.task_job`,
+shared with detection; this module supplies the U-Net, its data, loss, schedule and card.
 """
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
 from shared.errors import InvalidRequest
 from shared.ml.architectures import load_state_dict
-from shared.ml.pretrained import IMAGENET_MEAN, IMAGENET_STD, PretrainedWeightsMissing
+from shared.ml.pretrained import IMAGENET_MEAN, IMAGENET_STD
 from shared.ml.segmentation import build_segmenter
-from shared.registry import resolve_model_version
-from shared.schemas.models import InputSpec, ModelCard, TrainingRecord
+from shared.schemas.models import InputSpec, ModelCard
 from shared.schemas.training import SEGMENTATION_ENCODERS, SEGMENTATION_LR, TrainingParams
-from trainer.card import save_weights_fp16
-from trainer.context import JobSpec, TrainerContext, hardware, pick_device
-from trainer.engine import param_groups, seed_everything, train_one_epoch
-from trainer.fit import FitHooks, Loop, fit, make_scaler, make_scheduler
-from trainer.items import ItemRef, load_items
+from trainer.context import JobSpec, TrainerContext
+from trainer.engine import param_groups, train_one_epoch
+from trainer.fit import Loop, make_scaler, make_scheduler
+from trainer.items import ItemRef
 from trainer.progress import Reporter
-from trainer.publish import (
-    Incumbent,
-    dataset_provenance,
-    production_version,
-    publish,
-    versions_record,
-)
-from trainer.reporting import curves_png, tensorboard_events
 from trainer.segmentation.card import render_segmentation_readme
 from trainer.segmentation.data import (
     SegmentationDataset,
@@ -45,31 +35,23 @@ from trainer.segmentation.data import (
 )
 from trainer.segmentation.engine import DiceCELoss, evaluate
 from trainer.segmentation.schedule import ProgressSchedule
+from trainer.task_job import (
+    Finish,
+    JobData,
+    finish,
+    incumbent,
+    prepare,
+    run_fit,
+    start_network,
+    training_record,
+)
+from trainer.task_job import Scores as Monitored
 
 EVAL_BATCH = 8
 
 
-def _network(ctx: TrainerContext, job: JobSpec, labels: list[str]) -> tuple[torch.nn.Module, str]:
-    if job.start_from in ("random", "imagenet"):
-        pretrained = job.start_from == "imagenet"
-        try:
-            network = build_segmenter(job.architecture, len(labels), pretrained=pretrained)
-        except PretrainedWeightsMissing as exc:
-            raise InvalidRequest(exc.detail) from None
-        encoder = SEGMENTATION_ENCODERS[job.architecture]
-        return network, f"ImageNet {encoder} encoder" if pretrained else "random initialisation"
-    with ctx.sessions() as session:
-        parent = resolve_model_version(session, job.start_from, job.tenant_id)
-        parent_ref, parent_labels, arch = parent.ref, list(parent.labels), parent.architecture
-        path = ctx.store.path(parent.weights_key)
-    if arch != job.architecture or parent_labels != labels:
-        raise InvalidRequest(
-            f"{parent_ref} ({arch}, labels {parent_labels}) cannot start this job: continuing a "
-            "segmentation model needs the same architecture and labels"
-        )
-    network = build_segmenter(job.architecture, len(labels))
-    network.load_state_dict(load_state_dict(str(path)), strict=True)
-    return network, f"continued from {parent_ref}"
+def _load(network: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    network.load_state_dict(state, strict=True)
 
 
 def _eval_loader(ctx: TrainerContext, items: list[ItemRef], spec: InputSpec) -> DataLoader[Any]:
@@ -77,43 +59,35 @@ def _eval_loader(ctx: TrainerContext, items: list[ItemRef], spec: InputSpec) -> 
     return DataLoader(ds, EVAL_BATCH, collate_fn=collate_eval)
 
 
-def _incumbent(
-    ctx: TrainerContext, job: JobSpec, labels: list[str], test: list[ItemRef], device: Any
-) -> Incumbent | None:
-    with ctx.sessions() as session:
-        version = production_version(session, job.model_name)
-        if version is None:
-            return None
-        ref, arch, same = version.ref, version.architecture, list(version.labels) == labels
-        card = ModelCard.model_validate(version.card)
-        path = ctx.store.path(version.weights_key)
-    if not same or card.task != "segmentation":
-        return Incumbent(ref, None)
-    network = build_segmenter(arch, len(labels))
-    network.load_state_dict(load_state_dict(str(path)), strict=True)
-    scores = evaluate(network.to(device), _eval_loader(ctx, test, card.input), device, labels)
-    return Incumbent(ref, scores.summary()[job.monitor])
+def _spec(params: TrainingParams) -> InputSpec:
+    return InputSpec(
+        size=params.image_size, channels=3, mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD),
+        resize="letterbox",
+    )  # fmt: skip
 
 
 def run_segmentation(ctx: TrainerContext, job: JobSpec, reporter: Reporter) -> str:
     """Train, evaluate (Dice, IoU, HD95 with bootstrap CIs), register; returns the ref."""
-    started = time.perf_counter()
-    params = TrainingParams.model_validate(job.params)
-    device = pick_device()
-    seed_everything(params.seed)
-    with ctx.sessions() as session:
-        provenance, dataset_name, labels = dataset_provenance(session, job.dataset_version_id)
-        refs = load_items(session, job.dataset_version_id)
-    for split in ("train", "validation", "test"):
-        if not refs[split]:
-            raise InvalidRequest(f"the dataset version has no {split} images; re-import it")
+    data = prepare(ctx, job)
+    params, device, labels, refs = data.params, data.device, data.labels, data.refs
     if any(r.mask_key is None for items in refs.values() for r in items):
         raise InvalidRequest("the dataset version has images without masks; re-import it")
-    spec = InputSpec(
-        size=params.image_size, channels=3, mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD),
-        resize="letterbox",
-    )  # fmt: skip
-    network, start = _network(ctx, job, labels)
+    spec = _spec(params)
+
+    def build(architecture: str, pretrained: bool) -> nn.Module:
+        network: nn.Module = build_segmenter(architecture, len(labels), pretrained=pretrained)
+        return network
+
+    encoder = SEGMENTATION_ENCODERS.get(job.architecture, job.architecture)
+    network, start = start_network(
+        ctx,
+        job,
+        labels,
+        build,
+        _load,
+        noun="segmentation model",
+        pretrained_start=f"ImageNet {encoder} encoder",
+    )
     network.to(device)
     train_ds = SegmentationDataset(
         ctx.store,
@@ -173,76 +147,53 @@ def run_segmentation(ctx: TrainerContext, job: JobSpec, reporter: Reporter) -> s
         validate,
         should_stop=schedule.exhausted if per_batch else None,
     )
-    state = fit(
-        loop,
-        params=params,
-        monitor=job.monitor,
-        store=ctx.store,
-        resume_key=job.checkpoint_key,
-        hooks=FitHooks(on_step=reporter.on_step, on_epoch=reporter.on_epoch),
-    )
-    train_seconds = time.perf_counter() - started
-    reporter.phase("evaluating", state)
-    with tempfile.TemporaryDirectory(prefix="medimg-train-") as folder:
-        weights = Path(folder) / "weights.pt"
-        assert state.best_state is not None
-        save_weights_fp16(state.best_state, weights)
-        # Score exactly what will be served: the fp16 weights, loaded as the worker does.
-        served = build_segmenter(job.architecture, len(labels))
-        served.load_state_dict(load_state_dict(str(weights)), strict=True)
-        served.to(device)
+    state = run_fit(ctx, job, reporter, loop)
+    train_seconds = time.perf_counter() - data.started
+
+    def evaluate_test(served: nn.Module) -> tuple[dict[str, Any], Monitored]:
         scores = evaluate(served, _eval_loader(ctx, refs["test"], spec), device, labels)
         test = scores.report(samples=params.bootstrap_samples, seed=params.seed)
-        test_monitor = scores.summary()
-        incumbent = _incumbent(ctx, job, labels, refs["test"], device) if job.promote else None
-        n_images = {name: len(items) for name, items in refs.items()}
-        schedule_text = schedule.describe() if per_batch else "reduce on plateau (per epoch)"
-        card = _card(job, labels, spec, dataset_name, provenance, n_images, test, state,
-                     params, start, device, started, train_seconds, schedule_text)  # fmt: skip
-        reporter.artifacts(
-            {
-                "curves.png": ("image/png", curves_png(state.history, job.monitor)),
-                "model_card.md": ("text/markdown", render_segmentation_readme(card).encode()),
-                f"events.out.tfevents.{job.id}": (
-                    "application/octet-stream",
-                    tensorboard_events(
-                        state.history, {k: v for k, v in test_monitor.items() if v is not None}
-                    ),
-                ),
-            }
-        )
-        return publish(
-            ctx,
-            job,
-            card,
-            weights,
-            test_metrics={
-                "test": test,
-                "test_monitor": test_monitor,
-                "best_epoch": state.best_epoch,
-            },
-            value=test_monitor.get(job.monitor),
-            incumbent=incumbent,
-            progress=reporter.final(state),
-        )
+        return test, dict(scores.summary())
+
+    def score_incumbent(architecture: str, card: ModelCard, path: Path) -> float | None:
+        rival = build_segmenter(architecture, len(labels))
+        _load(rival, load_state_dict(str(path)))
+        loader = _eval_loader(ctx, refs["test"], card.input)
+        return evaluate(rival.to(device), loader, device, labels).summary()[job.monitor]
+
+    schedule_text = schedule.describe() if per_batch else "reduce on plateau (per epoch)"
+
+    def card(test: dict[str, Any], _monitored: Monitored) -> ModelCard:
+        return _card(job, data, spec, test, state, start, train_seconds, schedule_text)
+
+    return finish(
+        ctx,
+        job,
+        reporter,
+        data,
+        state,
+        Finish(
+            build=build,
+            load=_load,
+            evaluate_test=evaluate_test,
+            incumbent=lambda: incumbent(ctx, job, labels, "segmentation", score_incumbent),
+            card=card,
+            readme=render_segmentation_readme,
+        ),
+    )
 
 
 def _card(
     job: JobSpec,
-    labels: list[str],
+    data: JobData,
     spec: InputSpec,
-    dataset_name: str,
-    provenance: Any,
-    n_images: dict[str, int],
     test: dict[str, Any],
     state: Any,
-    params: TrainingParams,
     start: str,
-    device: torch.device,
-    started: float,
     train_seconds: float,
     schedule: str,
 ) -> ModelCard:
+    labels, n_images, params = data.labels, data.n_images, data.params
     dice, ci = test.get("dice"), test.get("dice_ci95")
     shown = f"test Dice {dice} (95% CI {ci})" if dice is not None else "no test Dice"
     return ModelCard(
@@ -253,8 +204,9 @@ def _card(
         input=spec,
         description=(
             f"{job.architecture} U-Net trained by medimg training job {job.id} on dataset "
-            f"{dataset_name!r} ({', '.join(labels[1:])}; {labels[0]} = class 0); masks come "
-            f"back in the uploaded image's pixel grid; {shown} over {n_images['test']} images."
+            f"{data.dataset_name!r} ({', '.join(labels[1:])}; {labels[0]} = class 0); masks "
+            f"come back in the uploaded image's pixel grid; {shown} over {n_images['test']} "
+            "images."
         ),
         intended_use=(
             "Research use: outlining the trained structures on 2D images like the training "
@@ -266,29 +218,20 @@ def _card(
             "uploaded dataset; other sites, devices, views or magnifications are untested. "
             "Per-pixel probabilities are not calibrated; areas in mm² need DICOM PixelSpacing."
         ),
-        data=provenance,
-        training=TrainingRecord(
-            command=f"POST /v1/training-jobs (job {job.id})",
-            epochs=len(state.history),
-            wall_time_s=round(time.perf_counter() - started, 1),
-            hardware=hardware(device),
-            seed=params.seed,
+        data=data.provenance,
+        training=training_record(
+            job,
+            data,
+            state,
+            lr=SEGMENTATION_LR,
+            start=start,
+            train_seconds=train_seconds,
             extra={
-                "params": {**params.model_dump(), "lr": params.lr or SEGMENTATION_LR},
                 "loss": "cross-entropy + soft Dice (foreground classes)",
                 "schedule": schedule,
                 "augmentation": "affine (scale 0.8-1.2, rotation 15 deg, shift 10%), "
                 f"hflip p={params.hflip_prob}, brightness/contrast, gamma 0.7-1.5 (p=0.3); "
                 "same geometry on the mask",
-                "start_from": start,
-                "monitor": job.monitor,
-                "best_epoch": state.best_epoch,
-                f"best_validation_{job.monitor}": state.best_value,
-                "train_time_s": round(train_seconds, 1),
-                "attempts": job.attempts,
-                "weights_dtype": "float16",
-                "versions": versions_record(),
-                "history": state.history,
             },
         ),
         metrics={

@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from shared.errors import ModelUnavailable
 from shared.imaging.geometry import Letterbox, box_sizes_mm
 from shared.imaging.overlay import draw_detections, to_uint8_rgb
 from shared.ml.architectures import load_state_dict
@@ -32,24 +31,12 @@ from shared.ml.detection import (
 )
 from shared.schemas.jobs import JobParams
 from shared.schemas.models import ModelCard
+from worker.inference.letterboxed import LetterboxedModel, load_strictly
 
 
 @dataclass
-class LoadedDetector:
-    version_id: uuid.UUID
-    ref: str
-    card: ModelCard
-    network: nn.Module
+class LoadedDetector(LetterboxedModel):
     preset: DetectionPresetEval
-    device: torch.device
-
-    @property
-    def decode_size(self) -> int:
-        return self.card.input.size
-
-    @property
-    def decode_sizes(self) -> set[int]:
-        return {self.decode_size}
 
     @torch.inference_mode()
     def detect(
@@ -72,13 +59,20 @@ def load_detector(
     Raises:
         ModelUnavailable: unknown architecture or weights that do not fit it.
     """
-    try:
-        network = build_detector(card.architecture, card.labels, card.input)
+
+    def build() -> nn.Module:
+        network: nn.Module = build_detector(card.architecture, card.labels, card.input)
         load_detector_state(network, load_state_dict(str(path)))
-    except (KeyError, RuntimeError) as exc:
-        raise ModelUnavailable(f"weights of {ref} cannot be loaded: {exc}") from exc
-    network.eval().to(device)
-    return LoadedDetector(version_id, ref, card, network, DetectionPresetEval(card.input), device)
+        return network
+
+    return LoadedDetector(
+        version_id=version_id,
+        ref=ref,
+        card=card,
+        network=load_strictly(ref, device, build),
+        device=device,
+        preset=DetectionPresetEval(card.input),
+    )
 
 
 def detection_output(

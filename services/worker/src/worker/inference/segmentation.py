@@ -26,7 +26,6 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 from torch import nn
 
-from shared.errors import ModelUnavailable
 from shared.imaging.overlay import PALETTE, to_uint8_rgb
 from shared.ml.architectures import load_state_dict
 from shared.ml.segmentation import (
@@ -38,27 +37,15 @@ from shared.ml.segmentation import (
 )
 from shared.schemas.jobs import JobParams
 from shared.schemas.models import ModelCard
+from worker.inference.letterboxed import LetterboxedModel, load_strictly
 
 DEFAULT_MIN_AREA = 0
 OVERLAY_ALPHA = 0.4
 
 
 @dataclass
-class LoadedSegmenter:
-    version_id: uuid.UUID
-    ref: str
-    card: ModelCard
-    network: nn.Module
+class LoadedSegmenter(LetterboxedModel):
     preset: SegmentationPresetEval
-    device: torch.device
-
-    @property
-    def decode_size(self) -> int:
-        return self.card.input.size
-
-    @property
-    def decode_sizes(self) -> set[int]:
-        return {self.decode_size}
 
     @torch.inference_mode()
     def segment(
@@ -84,14 +71,19 @@ def load_segmenter(
     Raises:
         ModelUnavailable: unknown architecture or weights that do not fit it.
     """
-    try:
-        network = build_segmenter(card.architecture, len(card.labels))
+
+    def build() -> nn.Module:
+        network: nn.Module = build_segmenter(card.architecture, len(card.labels))
         network.load_state_dict(load_state_dict(str(path)), strict=True)
-    except (KeyError, RuntimeError) as exc:
-        raise ModelUnavailable(f"weights of {ref} cannot be loaded: {exc}") from exc
-    network.eval().to(device)
+        return network
+
     return LoadedSegmenter(
-        version_id, ref, card, network, SegmentationPresetEval(card.input), device
+        version_id=version_id,
+        ref=ref,
+        card=card,
+        network=load_strictly(ref, device, build),
+        device=device,
+        preset=SegmentationPresetEval(card.input),
     )
 
 
