@@ -3,7 +3,8 @@
 Real stack: jobs -> feedback -> the `reviews` policy fires in the platform's one scheduler
 -> a challenger trains (1 epoch, 32 px) from production -> the gate on the locked test set
 records its decision. Once passing (auto-promoted), once failing (a deliberately wrecked
-challenger, lr 1.0, is refused); rollback in one call; no locked-test patient is trained on.
+challenger, lr 1.0, is refused), then passing under policy `approval` and approved by an
+admin; rollback in one call; no locked-test patient is trained on.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def admin(stack: Stack, make_key: KeyFactory) -> httpx.Client:
     return client_for(stack, make_key(tenant="learning", scopes=("admin",)))
 
 
-def _wait(client: httpx.Client, url: str, done: Any, timeout: float = 300) -> Any:
+def _wait(client: httpx.Client, url: str, done: Any, timeout: float = 900) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         body = client.get(url).raise_for_status().json()
@@ -77,7 +78,7 @@ def champion(admin: httpx.Client) -> str:
             "architecture": "resnet18",
             "model_name": MODEL,
             "promote": True,
-            "params": {**FAST, "epochs": 4},
+            "params": {**FAST, "epochs": 2},
         },
     )
     assert job.status_code == 202, job.text
@@ -108,6 +109,8 @@ def _patients(secret: bytes, locked: set[str]) -> tuple[list[Path], Path]:
     return outside, inside
 
 
+# Three trainings (champion, two challengers) and two gates on a shared 2-core machine.
+@pytest.mark.timeout(2400)
 def test_feedback_retrains_gates_promotes_refuses_and_rolls_back(
     admin: httpx.Client, champion: str, stack: Stack, db: sessionmaker[Session]
 ) -> None:
@@ -195,6 +198,21 @@ def test_feedback_retrains_gates_promotes_refuses_and_rolls_back(
     assert view["production"] == f"{MODEL}:1" and view["staging"] == f"{MODEL}:3"
     approve = admin.post(f"/v1/models/{MODEL}/generations/{second['id']}/approve", json={})
     assert approve.status_code == 409
+
+    # Policy `approval`: a passing challenger waits for an admin, who approves it (audited).
+    policy = {**policy, "promotion": "approval"}
+    assert admin.put(f"/v1/models/{MODEL}/learning-policy", json=policy).status_code == 200
+    third = admin.post(f"/v1/models/{MODEL}/generations", json={})
+    assert third.status_code == 202, third.text
+    url = f"/v1/models/{MODEL}/generations/{third.json()['id']}"
+    waiting = _wait(admin, url, lambda g: g["status"] in FINAL)
+    assert waiting["status"] == "awaiting_approval" and waiting["passed"] is True, waiting
+    assert admin.get(f"/v1/models/{MODEL}/learning").json()["production"] == f"{MODEL}:1"
+    approved = admin.post(f"{url}/approve", json={"reason": "gate report reviewed"})
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["status"] == "promoted" and approved.json()["decided_by"] != "policy"
+    assert admin.get(f"/v1/models/{MODEL}/learning").json()["production"] == f"{MODEL}:4"
+    assert admin.post(f"{url}/reject", json={}).status_code == 409
 
     actions = {e["action"] for e in admin.get("/v1/audit", params={"limit": 500}).json()["items"]}
     assert {"model.learning_policy", "model.retrain", "model.stage", "model.gate"} <= actions
