@@ -19,7 +19,7 @@ const routes = [
   [/^#\/datasets\/([0-9a-f-]+)$/, datasetPage, "datasets"],
   [/^#\/datasets$/, datasetsPage, "datasets"],
   [/^#\/training\/([0-9a-f-]+)$/, trainingPage, "datasets"],
-  [/^#\/compare$/, comparePage, "compare"],
+  [/^#\/compare(?:\?(.*))?$/, comparePage, "compare"],
 ];
 
 function banner(text) {
@@ -59,30 +59,36 @@ async function loadMe() {
   const who = await get("/v1/me");
   setMe(who);
   document.getElementById("nav").hidden = false;
-  const out = h("button", { type: "button", class: "link", id: "signout", onclick: () => { session.clear(); setMe(null); signInPage(); } }, "Sign out");
-  document.getElementById("whoami").replaceChildren(
+  const out = h("button", { type: "button", class: "link", id: "signout", onclick: () => { ++seq; session.clear(); setMe(null); signInPage(); } }, "Sign out");
+  // replaceChildren() would print a null as the text "null": only real nodes go in.
+  document.getElementById("whoami").replaceChildren(...[
     h("span", { class: "tenant", title: `key ${who.key_name} (mk_${who.key_prefix}_…)` }, `${who.tenant}`),
-    h("span", { class: "scopes", id: "scopes" }, who.scopes.join(", ")),
-    who.expires_at ? h("span", { class: "hint" }, ` expires ${new Date(who.expires_at).toLocaleDateString()}`) : null,
-    out);
+    h("span", { class: "scopes", id: "scopes", title: "scopes of this key" }, who.scopes.join(", ")),
+    who.expires_at ? h("span", { class: "expiry" }, `expires ${new Date(who.expires_at).toLocaleDateString()}`) : null,
+    out].filter(Boolean));
   return who;
 }
 
 let seq = 0;
 async function route() {
+  const mine = ++seq;
   banner("");
   if (!session.key) return signInPage();
   if (!me()) {
     try { await loadMe(); } catch (err) { session.clear(); return signInPage(err.message); }
+    if (mine !== seq) return; // a newer navigation (or a sign-out) took over meanwhile
   }
   const hash = location.hash || "#/predict";
   const main = document.getElementById("main");
-  main.dataset.page = `${hash}#${++seq}`;
+  main.dataset.page = `${hash}#${mine}`;
   for (const [re, page, nav] of routes) {
     const m = hash.match(re);
     if (!m) continue;
     document.querySelectorAll("[data-nav]").forEach((a) => a.toggleAttribute("aria-current", a.dataset.nav === nav));
-    try { await page(...m.slice(1).map(decodeURIComponent)); } catch (err) { mount(errorBox(err)); }
+    try { await page(...m.slice(1).map((x) => (x === undefined ? undefined : decodeURIComponent(x)))); } catch (err) {
+      // A 401 has already put the sign-in form up (medimg:unauthorized); keep it there.
+      if (err.status !== 401 && mine === seq) mount(h("h1", {}, "Something went wrong"), errorBox(err));
+    }
     main.focus({ preventScroll: true });
     return;
   }
@@ -90,6 +96,8 @@ async function route() {
 }
 
 // A key revoked mid-session: back to sign-in with the server's own words.
-window.addEventListener("medimg:unauthorized", (e) => { session.clear(); setMe(null); signInPage(`Signed out: ${e.detail.message}`); });
+window.addEventListener("medimg:unauthorized", (e) => { ++seq; session.clear(); setMe(null); signInPage(`Signed out: ${e.detail.message}`); });
 window.addEventListener("hashchange", route);
+// The skip link moves focus without touching the hash (the hash is the app's route).
+document.querySelector(".skip").addEventListener("click", (e) => { e.preventDefault(); document.getElementById("main").focus(); });
 route();

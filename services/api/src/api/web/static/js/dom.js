@@ -19,10 +19,14 @@ export const svg = (tag, attrs = {}) => {
   return el;
 };
 
+// Like el.replaceChildren(), but null/undefined/false are skipped (the DOM would print "null").
+export function fill(el, ...children) {
+  el.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+  return el;
+}
+
 export function mount(...children) {
-  const main = document.getElementById("main");
-  main.replaceChildren(...children);
-  return main;
+  return fill(document.getElementById("main"), ...children);
 }
 
 export function errorBox(err) {

@@ -1,6 +1,6 @@
 // Models: the registry list and a card page (metrics with CIs, ROC, confusion, provenance).
 import { get, put } from "../api.js";
-import { h, mount, errorBox, empty, num, pct, ci, confusion, when } from "../dom.js";
+import { h, fill, mount, errorBox, empty, num, pct, ci, confusion, when } from "../dom.js";
 import { rocChart } from "../charts.js";
 import { guard } from "../me.js";
 
@@ -51,7 +51,7 @@ export async function modelPage(name) {
       if (!confirm(`Point alias "${aliasName.value}" of ${name} at version ${v.version}? Jobs that ask for ${name}@${aliasName.value} will run this version from now on.`)) return;
       try { await put(`/v1/models/${encodeURIComponent(name)}/aliases/${encodeURIComponent(aliasName.value)}`, { json: { version: v.version } }); aliasMsg.replaceChildren(`Alias ${aliasName.value} now points at v${v.version}.`); modelPage(name); } catch (err) { aliasMsg.replaceChildren(errorBox(err)); }
     } }, "Move alias here"), "models:admin");
-    body.replaceChildren(
+    fill(body, 
       h("p", {}, h("code", {}, v.ref), ` · ${v.task} · ${v.architecture} · ${v.kind}`, ` · registered ${when(v.created_at)}`, ` · weights sha256 ${v.weights_sha256.slice(0, 12)}…`),
       v.deprecated_at ? h("p", { class: "warn" }, `Deprecated ${when(v.deprecated_at)}: ${v.deprecation_reason}`) : null,
       card.description ? h("p", {}, card.description) : null,
@@ -69,7 +69,7 @@ export async function modelPage(name) {
         h("div", { class: "actions" }, h("label", { for: "alias-name" }, "Alias"), aliasName, moveAlias), aliasMsg));
     if (card.validation_roc) rocChart(roc, card.validation_roc, card.operating_point);
   };
-  versionPick.addEventListener("change", () => render().catch((err) => body.replaceChildren(errorBox(err))));
+  versionPick.addEventListener("change", () => render().catch((err) => fill(body, errorBox(err))));
   mount(h("h1", {}, model.name), h("p", {}, model.description || ""), h("label", { for: "version" }, "Version "), versionPick, body);
   await render();
 }

@@ -1,6 +1,6 @@
 // Result view: the image with boxes / Grad-CAM, probabilities, operating point, downloads.
 import { get, post, blobUrl, download, hasPath } from "../api.js";
-import { h, svg, mount, errorBox, bars, num, pct, when, statusBadge, poll } from "../dom.js";
+import { h, fill, svg, mount, errorBox, bars, num, pct, when, statusBadge, poll } from "../dom.js";
 import { can, guard } from "../me.js";
 
 const FINAL = ["succeeded", "failed", "cancelled"];
@@ -103,6 +103,18 @@ async function imageView(job, img, artifacts) {
     h("div", { class: "result-grid" }, stage, h("div", { class: "side" }, side)));
 }
 
+// The DICOM SR and FHIR downloads: offered only where this server has the endpoint and the
+// job has the object (the SR exists for DICOM input only and is listed in `dicom_results`).
+// Nothing is fetched until asked for, since every read of a report is audited.
+async function reportButtons(job, onError) {
+  const buttons = [];
+  const button = (id, label, path, name) => h("button", { type: "button", id, onclick: () => download(path, name).catch(onError) }, label);
+  const sr = (job.dicom_results || []).find((o) => o.kind === "sr" && o.url);
+  if (sr) buttons.push(button("download-sr", "Download DICOM SR", sr.url, `job-${job.id}-sr.dcm`));
+  if (await hasPath("/v1/jobs/{job_id}/fhir")) buttons.push(button("download-fhir", "Download FHIR bundle", `/v1/jobs/${job.id}/fhir`, `job-${job.id}-fhir.json`));
+  return buttons;
+}
+
 export async function resultPage(id) {
   const head = h("div");
   const body = h("div", { id: "images" });
@@ -118,11 +130,8 @@ export async function resultPage(id) {
     const downloads = h("div", { class: "downloads" },
       h("button", { type: "button", onclick: () => saveText(JSON.stringify(job, null, 2), "application/json", `job-${id}.json`) }, "Download JSON"),
       h("button", { type: "button", onclick: () => saveText(toCsv(job), "text/csv", `job-${id}.csv`) }, "Download CSV"));
-    if (done && job.status === "succeeded") {
-      if (await hasPath("/v1/jobs/{job_id}/report.dcm")) downloads.append(h("button", { type: "button", onclick: () => download(`/v1/jobs/${id}/report.dcm`, `job-${id}-sr.dcm`).catch((e) => head.append(errorBox(e))) }, "DICOM SR"));
-      if (await hasPath("/v1/jobs/{job_id}/fhir")) downloads.append(h("button", { type: "button", onclick: () => download(`/v1/jobs/${id}/fhir`, `job-${id}-fhir.json`).catch((e) => head.append(errorBox(e))) }, "FHIR bundle"));
-    }
-    head.replaceChildren(
+    if (done && job.status === "succeeded") downloads.append(...(await reportButtons(job, (e) => head.append(errorBox(e)))));
+    fill(head, 
       h("p", {}, h("span", { id: "job-status" }, statusBadge(job.status)), ` ${job.images_succeeded + job.images_failed} of ${job.image_count} images done `, done ? null : progress),
       h("p", {}, "Model: ", h("code", { id: "model-ref" }, job.model.ref), ` (${job.model.architecture}) · priority ${job.priority} · created ${when(job.created_at)}`, job.finished_at ? ` · finished ${when(job.finished_at)}` : ""),
       job.model.deprecated ? h("p", { class: "warn", id: "deprecation" }, `This model version is ${job.model.deprecated}`) : null,
@@ -131,7 +140,7 @@ export async function resultPage(id) {
     if (done && !rendered) {
       rendered = true;
       const artifacts = can("jobs:read") ? (await get(`/v1/jobs/${id}/artifacts`)).items : [];
-      body.replaceChildren(...(await Promise.all(job.images.map((img) => imageView(job, img, artifacts)))));
+      fill(body, ...(await Promise.all(job.images.map((img) => imageView(job, img, artifacts)))));
       document.getElementById("main").dataset.ready = "true";
     }
     return done;
