@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
 
-from trainer.segmentation.schedule import MIN_FACTOR, WARMUP_FRACTION, ProgressSchedule
+from trainer.segmentation.schedule import (
+    MIN_FACTOR,
+    WARMUP_FRACTION,
+    ProgressSchedule,
+    train_within,
+)
 
 
 class Clock:
@@ -75,3 +81,27 @@ def test_resume_continues_the_curve_with_the_time_already_spent() -> None:
     resumed.load_state_dict(saved)
     assert resumed.steps == 40 and resumed.progress == pytest.approx(0.4)
     assert _lr(opt2) == pytest.approx(rate)
+
+
+def test_a_pass_ends_at_the_step_that_spends_the_budget() -> None:
+    clock, opt = Clock(), _optimizer()
+    sched = ProgressSchedule(opt, total_steps=10_000, budget_s=100, clock=clock)
+    seen: list[int] = []
+
+    def run_pass(hook: Callable[[int, float], None]) -> float:
+        for step in range(1, 29):  # a 28-step epoch at 30 s per step
+            clock.now += 30
+            hook(step, float(step))
+        return -1.0  # the full pass's own mean: not reached
+
+    mean = train_within(sched, run_pass, lambda step, loss: seen.append(step))
+    assert seen == [1, 2, 3, 4]  # 120 s >= 100 s: stopped after the 4th step, not the 28th
+    assert mean == pytest.approx(2.5) and sched.exhausted() and sched.steps == 4
+
+
+def test_a_pass_within_the_budget_runs_to_its_end() -> None:
+    sched = ProgressSchedule(_optimizer(), total_steps=100, budget_s=None, clock=Clock())
+    mean = train_within(
+        sched, lambda hook: [hook(s, 1.0) for s in (1, 2, 3)] and 0.5, lambda s, x: None
+    )
+    assert mean == 0.5 and sched.steps == 3 and not sched.exhausted()

@@ -34,7 +34,7 @@ from trainer.segmentation.data import (
     collate_eval,
 )
 from trainer.segmentation.engine import DiceCELoss, evaluate
-from trainer.segmentation.schedule import ProgressSchedule
+from trainer.segmentation.schedule import ProgressSchedule, train_within
 from trainer.task_job import (
     Finish,
     JobData,
@@ -124,14 +124,12 @@ def run_segmentation(ctx: TrainerContext, job: JobSpec, reporter: Reporter) -> s
     def train_epoch(on_step: Callable[[int, float], None]) -> float:
         train_ds.epoch += 1
 
-        def stepped(step: int, loss: float) -> None:
-            if per_batch:
-                schedule.step_batch()
-            on_step(step, loss)
+        def run_pass(hook: Callable[[int, float], None]) -> float:
+            return train_one_epoch(
+                network, criterion, optimizer, train_loader, device, scaler=scaler, on_step=hook
+            )
 
-        return train_one_epoch(
-            network, criterion, optimizer, train_loader, device, scaler=scaler, on_step=stepped
-        )
+        return train_within(schedule, run_pass, on_step) if per_batch else run_pass(on_step)
 
     def validate() -> tuple[float | None, dict[str, float | None]]:
         return None, dict(evaluate(network, val_loader, device, labels).summary())

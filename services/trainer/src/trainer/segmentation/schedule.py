@@ -9,12 +9,15 @@ reproducible; with one it follows the machine's speed, which on a shared CPU var
 
 Stepped after every optimiser step (the fit loop's per-epoch ``step()`` is a no-op) and
 checkpointed with the steps taken and the time spent, so a resumed job continues the curve.
+A pass run through `train_within` ends at the step that exhausts the schedule, so a slow
+machine overruns its budget by one step, not by an epoch.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -30,7 +33,7 @@ class ProgressSchedule:
         *,
         total_steps: int,
         budget_s: float | None,
-        clock: Any = time.perf_counter,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.optimizer, self.total_steps, self.budget_s = optimizer, max(1, total_steps), budget_s
         self.clock = clock
@@ -89,3 +92,37 @@ class ProgressSchedule:
             f"cosine to {MIN_FACTOR:g}x over {self.total_steps} optimiser steps{budget}, "
             "whichever comes first (stepped per batch)"
         )
+
+
+class _Exhausted(Exception):
+    """Raised from the step hook to end a training pass once the schedule is exhausted."""
+
+
+def train_within(
+    schedule: ProgressSchedule,
+    run_pass: Callable[[Callable[[int, float], None]], float],
+    on_step: Callable[[int, float], None],
+) -> float:
+    """One training pass stepping ``schedule`` per batch; ends early once it is exhausted.
+
+    Args:
+        run_pass: runs the pass with a per-step hook ``(1-based step, loss)``; returns the
+            pass's mean loss.
+        on_step: the caller's hook (progress, cancellation), called after every step.
+
+    Returns:
+        The pass's mean loss, or the mean of the steps taken when it ended early.
+    """
+    losses: list[float] = []
+
+    def stepped(step: int, loss: float) -> None:
+        losses.append(loss)
+        schedule.step_batch()
+        on_step(step, loss)
+        if schedule.exhausted():
+            raise _Exhausted
+
+    try:
+        return run_pass(stepped)
+    except _Exhausted:
+        return sum(losses) / len(losses)
