@@ -125,6 +125,7 @@ async def start_generation(
         ),
         hardware=settings.trainer_hardware,
     )
+    await session.flush()  # the job row first: the generation's foreign key points at it
     generation = ModelGeneration(
         id=uuid.uuid4(),
         model_line_id=line.id,
