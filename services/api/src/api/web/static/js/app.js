@@ -81,6 +81,7 @@ async function route() {
   const hash = location.hash || "#/predict";
   const main = document.getElementById("main");
   main.dataset.page = `${hash}#${mine}`;
+  delete main.dataset.ready; // set again by a page once its content is complete
   for (const [re, page, nav] of routes) {
     const m = hash.match(re);
     if (!m) continue;

@@ -54,7 +54,7 @@ export async function modelPage(name) {
     fill(body, 
       h("p", {}, h("code", {}, v.ref), ` · ${v.task} · ${v.architecture} · ${v.kind}`, ` · registered ${when(v.created_at)}`, ` · weights sha256 ${v.weights_sha256.slice(0, 12)}…`),
       v.deprecated_at ? h("p", { class: "warn" }, `Deprecated ${when(v.deprecated_at)}: ${v.deprecation_reason}`) : null,
-      card.description ? h("p", {}, card.description) : null,
+      card.description && card.description !== model.description ? h("p", {}, card.description) : null,
       h("div", { class: "grid2" },
         h("section", {}, h("h2", {}, "Test metrics"), metricsBlock(card, null)),
         h("section", {}, h("h2", {}, "Validation ROC"), card.validation_roc ? roc : h("p", { class: "hint" }, "No validation ROC on this card (detection or multi-class)."),
