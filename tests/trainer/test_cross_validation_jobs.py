@@ -23,7 +23,9 @@ FINAL = ("succeeded", "failed", "cancelled")
 
 @pytest.fixture(scope="module")
 def client(stack: Stack, make_key: KeyFactory) -> httpx.Client:
-    return client_for(stack, make_key(tenant="cv-training", scopes=("train", "jobs:write")))
+    client = client_for(stack, make_key(tenant="cv-training", scopes=("train", "jobs:write")))
+    client.timeout = httpx.Timeout(120)  # a shared 2-core box answers slowly under load
+    return client
 
 
 @pytest.fixture(scope="module")
