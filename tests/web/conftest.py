@@ -6,9 +6,11 @@ browser console must hold no error (failed requests only where the test allowed 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import pytest
+from selenium.common.exceptions import WebDriverException
 
 from cli.stack import Stack
 from tests.web.browser import LAPTOP, SCREENSHOTS, Browser, start_chromium
@@ -27,7 +29,12 @@ def browser_session(stack: Stack) -> Iterator[Browser]:
 @pytest.fixture
 def browser(browser_session: Browser, request: pytest.FixtureRequest) -> Iterator[Browser]:
     b = browser_session
-    b.driver.set_window_size(*LAPTOP)
+    try:
+        b.driver.set_window_size(*LAPTOP)
+    except WebDriverException:  # e.g. "tab crashed" (a renderer killed when memory ran out)
+        with contextlib.suppress(WebDriverException):
+            b.driver.quit()
+        b.driver = start_chromium()
     b.allowed_http = set()
     b.console()  # drain what earlier tests left
     yield b

@@ -96,3 +96,15 @@ def test_upload_train_and_watch_curves(
         browser.driver.switch_to.alert.accept()
         browser.wait(lambda d: "production → v" in d.find_element(By.ID, "promote-msg").text)
         assert api.get(f"/v1/models/{name}").json()["aliases"]["production"] == int(version)
+
+        # On the model card an admin moves any alias, after a confirmation naming the change.
+        browser.go(f"#/models/{name}")
+        alias = browser.find("#alias-name")
+        alias.clear()
+        alias.send_keys("staging")
+        browser.find("#move-alias").click()
+        prompt = browser.driver.switch_to.alert
+        assert f'"staging" of {name}' in prompt.text and f"version {version}" in prompt.text
+        prompt.accept()
+        browser.wait(lambda d: "staging" in api.get(f"/v1/models/{name}").json()["aliases"], 30)
+        assert api.get(f"/v1/models/{name}").json()["aliases"]["staging"] == int(version)
