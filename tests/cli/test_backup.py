@@ -56,6 +56,30 @@ def old_model(api: httpx.Client, tmp_path_factory: pytest.TempPathFactory) -> st
     return name
 
 
+def _start_on(data_dir: Path, logs: Path) -> Stack:
+    """A second platform on ``data_dir``; another free port if the chosen one was taken
+    meanwhile (other stacks start on this machine too)."""
+    for _ in range(3):
+        stack = Stack(
+            StackConfig(
+                data_dir=data_dir,
+                api_port=free_port(),
+                redis_port=None,
+                worker_concurrency=1,
+                worker_metrics_port=None,
+                with_trainer=False,
+                log_dir=logs,
+                ready_timeout=600,  # as the session stack (tests/conftest.py)
+            )
+        )
+        try:
+            return stack.start()
+        except RuntimeError as exc:
+            if "is in use" not in str(exc):
+                raise
+    raise AssertionError("no free port for the restored platform after 3 tries")
+
+
 @pytest.mark.timeout(1500)  # a second platform starts: slow on a loaded machine
 def test_backup_restore_into_a_fresh_folder_keeps_jobs_and_models(
     api: httpx.Client,
@@ -91,19 +115,8 @@ def test_backup_restore_into_a_fresh_folder_keeps_jobs_and_models(
 
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.delenv("REDIS_URL", raising=False)
-    second = Stack(
-        StackConfig(
-            data_dir=fresh,
-            api_port=free_port(),
-            redis_port=None,
-            worker_concurrency=1,
-            worker_metrics_port=None,
-            with_trainer=False,
-            log_dir=tmp_path / "logs",
-            ready_timeout=600,  # as the session stack (tests/conftest.py): loaded CI machines
-        )
-    )
-    with second.start():
+    second = _start_on(fresh, tmp_path / "logs")
+    try:
         with client_for(second, key) as client:  # the old key works: its row came back
             read = client.get(f"/v1/jobs/{old_job['id']}")
             assert read.status_code == 200, read.text
@@ -114,6 +127,8 @@ def test_backup_restore_into_a_fresh_folder_keeps_jobs_and_models(
                 client,
                 submit_job(client, image_files(*images), model=old_model).json()["id"],
             )
+    finally:
+        second.stop()
     assert new_job["status"] == "succeeded", new_job
     assert new_job["model"]["ref"] == old_job["model"]["ref"]
     old_probs = [i["output"]["probabilities"] for i in old_job["images"]]
