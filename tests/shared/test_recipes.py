@@ -74,6 +74,9 @@ def test_segmentation_gets_a_time_budget_and_a_warm_up_schedule() -> None:
 
 
 def test_a_time_budget_for_other_tasks_is_refused() -> None:
+    pinned = _recipe("classification", _stats(40, 64, {"a": 20, "b": 20}),
+                     params={"time_budget_s": None})  # fmt: skip
+    assert pinned.params.time_budget_s is None  # an explicit null (a pinned recipe) is fine
     with pytest.raises(InvalidRequest, match="segmentation training only"):
         _recipe("classification", _stats(40, 64, {"a": 20, "b": 20}),
                 params={"time_budget_s": 600})  # fmt: skip

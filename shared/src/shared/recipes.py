@@ -278,7 +278,8 @@ def derive(
         derived["time_budget_s"] = _time_budget(fp.task, hardware)
     if params.cross_validation is not None and fp.task != "classification":
         raise InvalidRequest(f"cross_validation is for classification, not {fp.task}")
-    if "time_budget_s" in caller_params and fp.task != "segmentation":
+    # An explicit null is accepted (a pinned recipe repeats every field); a value is refused.
+    if params.time_budget_s is not None and fp.task != "segmentation":
         raise InvalidRequest(
             f"time_budget_s is honoured by segmentation training only, not {fp.task}"
         )
