@@ -33,13 +33,19 @@ RAW = PNEUMONIA_TINY / "Task001_pneumonia" / "rawdata"
 
 @pytest.fixture(scope="module")
 def admin(stack: Stack, make_key: KeyFactory) -> httpx.Client:
-    return client_for(stack, make_key(tenant="learning", scopes=("admin",)))
+    client = client_for(stack, make_key(tenant="learning", scopes=("admin",)))
+    client.timeout = httpx.Timeout(120)
+    return client
 
 
 def _wait(client: httpx.Client, url: str, done: Any, timeout: float = 900) -> Any:
     deadline = time.monotonic() + timeout
+    body = None
     while time.monotonic() < deadline:
-        body = client.get(url).raise_for_status().json()
+        try:
+            body = client.get(url).raise_for_status().json()
+        except httpx.TimeoutException:  # an API starved of CPU by a busy shared box
+            continue
         if done(body):
             return body
         time.sleep(0.5)
