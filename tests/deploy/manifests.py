@@ -175,6 +175,7 @@ ADVANCED = {
     "callback_poll_seconds": "delivery tuning, see docs/security.md",
     "idempotency_cleanup_seconds": "how often expired records are deleted, not how long kept",
     "reconcile_grace_seconds": "tied to broker latency, see docs/reliability.md",
+    "learning_interval_seconds": "learning-loop scheduler pass period, see docs/learning-loop.md",
     "infer_soft_time_limit": "must stay below the broker visibility timeout (code constant)",
     "infer_hard_time_limit": "must stay below the broker visibility timeout (code constant)",
     "import_soft_time_limit": "must stay below the broker visibility timeout (code constant)",
