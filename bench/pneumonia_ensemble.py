@@ -41,7 +41,7 @@ from trainer.card import choose_operating_point, render_readme, summarise_split,
 from trainer.datacards import DATACARDS
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
-BOOTSTRAP = 2000
+BOOTSTRAP = 1000
 
 
 def auroc_ci(scores: np.ndarray, labels: np.ndarray) -> list[float]:
