@@ -57,7 +57,7 @@ def paired_difference_ci(
     both = np.stack([a, b], axis=1)
 
     def diff(s: np.ndarray, y: np.ndarray) -> float:
-        return M.auroc(s[:, 0], y) - M.auroc(s[:, 1], y)
+        return float(M.auroc(s[:, 0], y) - M.auroc(s[:, 1], y))
 
     ci = M.bootstrap_ci(diff, both, labels, samples=BOOTSTRAP, seed=0)
     assert ci is not None
@@ -106,7 +106,7 @@ def render_ensemble_readme(card: ModelCard) -> str:
         "",
     ]
     marker = "## Intended use"
-    return text.replace(marker, "\n".join(rows) + "\n" + marker, 1)
+    return str(text.replace(marker, "\n".join(rows) + "\n" + marker, 1))
 
 
 def main(argv: list[str] | None = None) -> int:
