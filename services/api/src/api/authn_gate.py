@@ -36,6 +36,7 @@ import psycopg
 from redis.exceptions import RedisError
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.problems import send_problem
@@ -237,6 +238,45 @@ async def _load(app_state: Any, token: str, digest: str) -> KeyRow | AuthFailure
                   key.rate_limit_per_minute)  # fmt: skip
 
 
+async def _load_once(
+    app_state: Any, cache: KeyCache, token: str, digest: str
+) -> KeyRow | AuthFailure:
+    """One database look-up per key at a time: a burst of requests with a key not cached yet
+    (a client's first 200 concurrent uploads) waits for the first one's answer instead of
+    taking 200 connections from the pool."""
+    inflight: dict[str, asyncio.Future[KeyRow | AuthFailure]] | None = getattr(
+        app_state, "key_lookups", None
+    )
+    if inflight is None:
+        inflight = app_state.key_lookups = {}
+    pending = inflight.get(digest)
+    if pending is not None:
+        try:
+            return await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not pending.cancelled() or (task is not None and task.cancelling()):
+                raise  # this request itself was cancelled
+            # The request doing the look-up went away (client disconnect): do our own.
+            return await _load_once(app_state, cache, token, digest)
+    future: asyncio.Future[KeyRow | AuthFailure] = asyncio.get_running_loop().create_future()
+    inflight[digest] = future
+    try:
+        found = await _load(app_state, token, digest)
+    except asyncio.CancelledError:
+        future.cancel()
+        raise
+    except BaseException as exc:
+        future.set_exception(exc)
+        future.exception()  # retrieved here: waiters re-raise it, nobody else needs to
+        raise
+    finally:
+        del inflight[digest]
+    cache.put(digest, found)
+    future.set_result(found)
+    return found
+
+
 async def resolve(app_state: Any, token: str) -> KeyRow:
     """The valid, unexpired key row for `token`; raises AuthFailure."""
     cache, listener = _gate_state(app_state)
@@ -244,8 +284,7 @@ async def resolve(app_state: Any, token: str) -> KeyRow:
     ttl = app_state.settings.api_key_cache_seconds
     found = cache.get(digest, ttl, trust_valid=listener.connected and ttl > 0)
     if found is None:
-        found = await _load(app_state, token, digest)
-        cache.put(digest, found)
+        found = await _load_once(app_state, cache, token, digest)
     if isinstance(found, AuthFailure):
         raise found
     if found.expires_at is not None and utcnow() >= found.expires_at:
@@ -281,6 +320,7 @@ async def _touch(app_state: Any, key: KeyRow) -> None:
     last = touched.get(key.key_id, -math.inf)
     if time.monotonic() - last < _LAST_USED_RESOLUTION.total_seconds():
         return
+    touched[key.key_id] = time.monotonic()  # before the await: concurrent requests skip it
     now = utcnow()
     async with app_state.sessionmaker() as session:
         await session.execute(
@@ -294,7 +334,6 @@ async def _touch(app_state: Any, key: KeyRow) -> None:
             .values(last_used_at=now)
         )
         await session.commit()
-    touched[key.key_id] = time.monotonic()
 
 
 async def authenticate_scope(app_state: Any, scope: Scope) -> Principal:
@@ -371,7 +410,7 @@ class AuthnGateMiddleware:
         except RateLimited as exc:
             await _send_error(scope, send, exc, {**exc.headers, **close})
             return
-        except (DBAPIError, RedisError, OSError) as exc:
+        except (DBAPIError, SQLAlchemyTimeoutError, RedisError, OSError) as exc:
             log.warning("authentication backend unavailable: %s", type(exc).__name__)
             unavailable = ServiceUnavailable("authentication is unavailable; retry shortly")
             await _send_error(scope, send, unavailable, {"Retry-After": "5", **close})

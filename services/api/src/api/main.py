@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from api import (
     callback_delivery,
@@ -68,7 +68,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessionmaker = make_async_sessionmaker(engine)
         app.state.celery = make_celery("api", settings.require_redis_url())
         app.state.store = BlobStore(settings.store_path)
-        app.state.redis = Redis.from_url(settings.require_redis_url())
+        # A bounded pool that makes bursts wait their turn: every request takes a connection
+        # for its rate-limit counter, and an unbounded burst would fail with "too many
+        # connections" instead of queueing.
+        app.state.redis = Redis(
+            connection_pool=BlockingConnectionPool.from_url(
+                settings.require_redis_url(), max_connections=64, timeout=10
+            )
+        )
         reconciling = reconciler.start(app)
         scheduling = learning_scheduler.start(app)  # one leader per pass (advisory lock), issue 17
         delivering = callback_delivery.start(app)
@@ -79,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await reconciler.stop(reconciling)
         await learning_scheduler.stop(scheduling)
         await app.state.redis.aclose()
+        await app.state.redis.connection_pool.disconnect()  # a pool we made, ours to close
         if getattr(app.state, "job_events", None) is not None:  # long-poll listener
             await app.state.job_events.close()
         if getattr(app.state, "key_revocations", None) is not None:  # api.authn_gate
