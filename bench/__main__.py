@@ -25,11 +25,13 @@ from bench import memory
 from bench.bare import bare_throughput
 from bench.batching import BATCHING_SWITCH, batching_off_run, warm_up
 from bench.e2e import RunResult, latency_run, make_jpegs, throughput_run
+from bench.submissions import stop_workers, submission_run
 from cli import services
 from cli.stack import Stack, StackConfig, free_port
 from shared.apikeys import create_key
 from shared.auth import Scope
 from shared.config import get_settings, psycopg_url
+from shared.db.models import Tenant
 from shared.db.session import make_engine, make_sessionmaker
 from shared.ml.architectures import build_classifier
 from shared.registry import CALIBRATION_FILE, CARD_FILE, WEIGHTS_FILE, register_package
@@ -112,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         "--batching-images", type=int, default=480,
         help="single-image jobs per run of the micro-batching off/on comparison",
     )  # fmt: skip
+    parser.add_argument(
+        "--submission-seconds", type=int, default=20,
+        help="wrk run of job submissions with the workers stopped (0: skip)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
 
@@ -132,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             with_trainer=False,
             log_dir=root / "logs",
             extra_env={BATCHING_SWITCH: "true"},  # the "on" runs; "off" restarts the workers
+            ready_timeout=600,  # a loaded box imports torch slowly; the numbers then say so
         )
         with Stack(config) as stack:
             write_bench_package(root / "pkg", args.architecture, args.size)
@@ -145,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                     scopes=[Scope.JOBS_WRITE, Scope.PLATFORM_ADMIN],  # the bench model is shared
                 )  # fmt: skip
                 key.rate_limit_per_minute = 0
+                # Nor by the tenant quota: with the workers stopped, submissions pile up.
+                session.get_one(Tenant, key.tenant_id).max_active_jobs = 0
                 session.commit()
             engine.dispose()
 
@@ -206,6 +215,15 @@ def main(argv: list[str] | None = None) -> int:
                 stack, auth, BENCH_MODEL, single, clients=args.clients, batch=batch
             )
             batching["on"] = on
+            submissions = None
+            if args.submission_seconds > 0:
+                print(f"[7/7] job submissions for {args.submission_seconds} s with wrk, "
+                      "workers stopped", flush=True)  # fmt: skip
+                stop_workers(stack)
+                png = sorted(FIXTURES.glob("*.png"))[0].read_bytes()
+                submissions = submission_run(
+                    stack.api_url, plaintext, BENCH_MODEL, png, seconds=args.submission_seconds
+                )
 
     print(f"\nmedimg bench: {args.architecture}@{args.size} {plan}, {os.cpu_count()} CPUs, "
           f"{args.concurrency} worker processes, torch {torch.__version__}")  # fmt: skip
@@ -230,6 +248,13 @@ def main(argv: list[str] | None = None) -> int:
             f"mean batch {run.mean_batch_size:.2f}  "
             f"failed {run.failed_images}",
         )  # fmt: skip
+    if submissions is not None:
+        _print_row(
+            "job submissions accepted (workers stopped)",
+            f"{submissions.accepted / submissions.seconds:.0f} jobs/s",
+            f"202 p50 {submissions.p50_ms:.1f} ms p99 {submissions.p99_ms:.1f} ms  "
+            f"{submissions.connections} connections, non-2xx {submissions.other_status}",
+        )  # fmt: skip
     _print_memory(mem, args.concurrency)
     args.out.mkdir(parents=True, exist_ok=True)
     result = {
@@ -241,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             str(k): asdict(v) | {"ratio": v.images_per_s / best_bare} for k, v in runs.items()
         },
         "latency_single_image": latency,
+        "submissions": submissions and asdict(submissions),
         "micro_batching": {
             mode: asdict(run) | {"ratio": run.images_per_s / best_bare}
             for mode, run in batching.items()
@@ -269,10 +295,11 @@ def main(argv: list[str] | None = None) -> int:
         "ratio": {str(k): v.images_per_s / best_bare for k, v in runs.items()},
         "single_p50_ms": latency["p50_ms"],
         # Not measured by this version of the bench (see docs/performance.md): null, not guessed.
+        # submissions_per_s / submit_p99_ms are null when --submission-seconds 0.
         "torchserve_img_s": None,
         "ratio_vs_torchserve": None,
-        "submissions_per_s": None,
-        "submit_p99_ms": None,
+        "submissions_per_s": submissions and submissions.accepted / submissions.seconds,
+        "submit_p99_ms": submissions and submissions.p99_ms,
         "peak_pss_mib": mem.peak_all_mib,
     }
     (args.out / "latest.json").write_text(json.dumps(latest, indent=2))

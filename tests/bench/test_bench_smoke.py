@@ -11,8 +11,8 @@ from pathlib import Path
 def test_bench_runs_end_to_end_and_reports_ratios(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "bench", "--images", "16", "--images-per-job", "8", "1",
            "--latency-jobs", "2", "--bare-seconds", "1", "--size", "64", "--batching-images", "8",
-           "--out", str(tmp_path)]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=480)
+           "--submission-seconds", "3", "--out", str(tmp_path)]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "ratio" in out.stdout
     result = json.loads(next(tmp_path.glob("e2e-*.json")).read_text())
@@ -39,3 +39,7 @@ def test_bench_runs_end_to_end_and_reports_ratios(tmp_path: Path) -> None:
     assert set(latest["e2e_img_s"]) == set(latest["ratio"]) == {"8", "1"}
     assert latest["bare_img_s"] > 0 and latest["bare_single_ms"] > 0
     assert latest["single_p50_ms"] > 0 and latest["peak_pss_mib"] > 0
+    # wrk against the API with the workers stopped: every submission accepted (202).
+    submissions = result["submissions"]
+    assert submissions["accepted"] > 0 and submissions["other_status"] == 0
+    assert latest["submissions_per_s"] > 0 and latest["submit_p99_ms"] > 0
