@@ -54,7 +54,7 @@ def assign_folds(
     """The 0-based fold of every item: grouped (a group never spans two folds), stratified.
 
     Raises:
-        InvalidRequest: fewer groups than folds.
+        InvalidRequest: fewer groups than folds, or no class with as many images as folds.
     """
     n_groups = len(set(groups))
     if n_groups < folds:
@@ -62,9 +62,15 @@ def assign_folds(
             f"{folds}-fold cross-validation needs at least {folds} patients/studies; "
             f"train + validation hold {n_groups}"
         )
+    y = np.asarray(targets)
+    largest = int(np.bincount(y).max()) if len(y) else 0
+    if largest < folds:  # StratifiedGroupKFold's own refusal, as a 422 rather than a crash
+        raise InvalidRequest(
+            f"{folds}-fold cross-validation needs at least {folds} images of some class; "
+            f"the largest class holds {largest}: use fewer folds"
+        )
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     fold_of = np.full(len(targets), -1, dtype=np.int64)
-    y = np.asarray(targets)
     for fold, (_, held) in enumerate(splitter.split(np.zeros(len(y)), y, np.asarray(groups))):
         fold_of[held] = fold
     empty = sorted(set(range(folds)) - set(fold_of.tolist()))
