@@ -156,6 +156,8 @@ async def create_training_job(
             f"dataset version {dataset_version.id} is a {dataset_version.dataset.task} dataset; "
             f"it cannot train a {request.task} model"
         )
+    if request.architecture is not None:  # before the recipe looks its weights up
+        _check_architecture(request.task, request.architecture)
     recipe = derive(
         Fingerprint.from_stats(request.task, dataset_version.stats or {}),
         architecture=request.architecture,
