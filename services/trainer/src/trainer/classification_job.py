@@ -87,7 +87,11 @@ def _incumbent(
     network.load_state_dict(load_state_dict(str(path)), strict=True)
     spec = card.input
     test = data.split("test", ClassificationPresetEval(spec), spec.native_size or spec.size)
-    out = _predict(network.to(device), test, device)
+    network.to(device)
+    out = _predict(network, test, device)
+    if card.tta == "hflip":  # scored as it is served, as the new version is
+        out = replace(out, probs=tta.apply("hflip", out.probs, tta.predict(
+            network, test, device, hflip=True)))  # fmt: skip
     return Incumbent(
         ref, E.classification_val_metrics(out.probs, out.labels, out.loss)[job.monitor]
     )
