@@ -222,7 +222,9 @@ def test_feedback_retrains_gates_promotes_refuses_and_rolls_back(
     approved = admin.post(f"{url}/approve", json={"reason": "gate report reviewed"})
     assert approved.status_code == 200, approved.text
     assert approved.json()["status"] == "promoted" and approved.json()["decided_by"] != "policy"
-    assert admin.get(f"/v1/models/{MODEL}/learning").json()["production"] == f"{MODEL}:4"
+    # Identical fp16 weights register as the existing version (v2), not a new one.
+    now = admin.get(f"/v1/models/{MODEL}/learning").json()["production"]
+    assert now == approved.json()["challenger"] == f"{MODEL}:2"
     assert admin.post(f"{url}/reject", json={}).status_code == 409
 
     actions = {e["action"] for e in admin.get("/v1/audit", params={"limit": 500}).json()["items"]}
