@@ -28,4 +28,3 @@ def test_guard_job_stores_plans_on_the_version_view(api: httpx.Client) -> None:
     assert stored.chosen == rp.FP32 or any(
         r.passed and r.plan == stored.chosen for r in stored.reports
     )
-

@@ -20,10 +20,11 @@ references with their UIDs replaced, so derived objects still point at their sou
 
 Beyond the table: every remaining PN, DA, DT or TM element not marked K is removed, at any
 depth of nesting, and so is any element of unknown VR (UN: its content cannot be judged);
-any other UID outside the DICOM root that names an instance is replaced; private tags, curves and overlays go; file meta is rewritten (Media Storage SOP Instance UID
-follows the new SOP Instance UID, our implementation UID and version name, no source/sending
-AE titles). Pixel data is not touched: the stored file decodes to the same pixels. Burned-in
-text cannot be removed from pixels here: BurnedInAnnotation is kept as sent and reported, and
+any other UID outside the DICOM root that names an instance is replaced; private tags,
+curves and overlays go; file meta is rewritten (Media Storage SOP Instance UID follows the
+new SOP Instance UID, our implementation UID and version name, no source/sending AE titles).
+Pixel data is not touched: the stored file decodes to the same pixels. Burned-in text cannot
+be removed from pixels here: BurnedInAnnotation is kept as sent and reported, and
 `burned_in_policy` decides whether such an image is refused, flagged or simply stored.
 PatientIdentityRemoved = YES and DeidentificationMethod(+CodeSequence, DCM 113100) are set.
 """

@@ -25,9 +25,7 @@ def guard_version(
     others stay on fp32 eager (no stored entry means fp32).
     """
     with ctx.sessions() as session:
-        version = session.get(
-            ModelVersion, version_id, options=[selectinload(ModelVersion.model)]
-        )
+        version = session.get(ModelVersion, version_id, options=[selectinload(ModelVersion.model)])
         if version is None or version.kind != "single" or not version.calibration_key:
             log.info("version %s has no calibration data: it stays on fp32", version_id)
             return None
