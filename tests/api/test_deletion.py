@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cli.stack import Stack
 from shared.db.base import Base
-from shared.deletion import blob_key_columns
+from shared.deletion import blob_key_columns, referenced
 from tests.api.test_datasets import imported
 from tests.conftest import KeyFactory, client_for, wait_for_job
 from tests.fixtures.datasets import pneumonia_tiny_zip
@@ -195,14 +195,20 @@ def test_deleting_a_dataset_version_removes_its_items_and_blobs(
         keys = _blob_keys_mentioning(db, version_id)
         assert len(keys) >= 60  # the items (and the upload, if still referenced)
         _age(stack, keys)
+        present = {k for k in keys if (_store_dir(stack) / k).exists()}  # not the used zip
         url = f"/v1/datasets/{dataset_id}/versions/{version['version']}"
         deleted = client.delete(url)
         assert deleted.status_code == 200, deleted.text
         assert deleted.json()["rows"]["dataset_item"] == 60
         assert client.get(url).status_code == 404
     assert _tables_mentioning(db, version_id) == {}
-    remaining = [k for k in keys if (_store_dir(stack) / k).exists()]
-    assert not remaining, f"{len(remaining)} item blobs left in the store"
+    # Other tests import the same fixture images (content-addressed, shared blobs): exactly
+    # those still referenced by another row stay, every other blob of the version is gone.
+    with db() as session:
+        still_used = referenced(session, keys)
+    remaining = {k for k in keys if (_store_dir(stack) / k).exists()}
+    assert remaining == still_used & present, f"{len(remaining - still_used)} unreferenced left"
+    assert deleted.json()["blobs_still_referenced"] == len(still_used)
 
 
 def test_operator_deletes_a_whole_tenant(

@@ -38,6 +38,9 @@ def admin(stack: Stack, make_key: KeyFactory) -> httpx.Client:
     return client
 
 
+PASS_MARGIN = 0.5  # see the policy below: mechanics, not statistics
+
+
 def _wait(client: httpx.Client, url: str, done: Any, timeout: float = 900) -> Any:
     deadline = time.monotonic() + timeout
     body = None
@@ -126,8 +129,11 @@ def test_feedback_retrains_gates_promotes_refuses_and_rolls_back(
         "promotion": "auto",
         "bootstrap_samples": 500,
         # 12 locked images (6 positive): one positive more or less moves sensitivity by
-        # 0.17, one swapped pair AUROC by 0.03; a near-copy of the champion must pass.
-        "margin": 0.2,
+        # 0.17, one swapped pair AUROC by 0.03, and even at lr 1e-7 an epoch moves the
+        # BatchNorm statistics (a run measured AUROC 0.944 vs 1.0). This test checks the
+        # loop's mechanics with a margin a near-copy passes; tests/trainer/test_gate.py
+        # checks the gate's statistics. The wrecked challenger below is judged at 0.01.
+        "margin": PASS_MARGIN,
         # Continue production at a negligible learning rate: a challenger as good as it.
         "params": {"epochs": 1, "lr": 1e-7, "bootstrap_samples": 50},
     }
@@ -164,7 +170,7 @@ def test_feedback_retrains_gates_promotes_refuses_and_rolls_back(
     assert first["challenger"] == f"{MODEL}:2" and first["passed"] is True
     gate = first["gate"]
     low, high = gate["discrimination"]["ci95"]
-    assert low > -0.2 and low <= gate["discrimination"]["difference"] <= high
+    assert low > -PASS_MARGIN and low <= gate["discrimination"]["difference"] <= high
     assert gate["test_set"]["images"] == 12 and gate["test_set"]["sha256"] == fingerprint
     assert all(c["passed"] for c in gate["checks"]) and first["decided_by"] == "policy"
     summary = first["data_summary"]
@@ -211,7 +217,7 @@ def test_feedback_retrains_gates_promotes_refuses_and_rolls_back(
     assert approve.status_code == 409
 
     # Policy `approval`: a passing challenger waits for an admin, who approves it (audited).
-    policy = {**policy, "promotion": "approval", "margin": 0.2}
+    policy = {**policy, "promotion": "approval", "margin": PASS_MARGIN}
     assert admin.put(f"/v1/models/{MODEL}/learning-policy", json=policy).status_code == 200
     third = admin.post(f"/v1/models/{MODEL}/generations", json={})
     assert third.status_code == 202, third.text
